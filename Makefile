@@ -1,0 +1,49 @@
+# Two commands matter: `make lab` and `make test`. Both create .venv when missing and install
+# what they need; torch is always installed pinned first so no resolver ever pulls a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+PYTEST_ARGS ?=
+LAB_ARGS ?=
+ONLY ?=
+
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := $(VENV)/torch-constraint.txt
+
+.PHONY: lab test bench course install-course install-dev clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(CONSTRAINTS): $(PY)
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(CONSTRAINTS)
+
+$(VENV)/.course-installed: pyproject.toml $(CONSTRAINTS)
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(PIP) install --quiet -e ".[course]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS)
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(PIP) install --quiet -e ".[course,dev]"
+	touch $@ $(VENV)/.course-installed
+
+install-course: $(VENV)/.course-installed
+install-dev: $(VENV)/.dev-installed
+
+lab: install-course
+	$(VENV)/bin/jupyter lab --notebook-dir=course $(LAB_ARGS)
+
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+course: install-course
+	$(PY) -m grader generate
+
+bench: install-dev
+	$(PY) -m benchmarks $(if $(ONLY),--only $(ONLY),)
+
+clean-venv:
+	rm -rf $(VENV)
