@@ -1,0 +1,36 @@
+"""llmcore: the reference implementation behind the course, one small module per idea.
+
+Chapter 1 (Attention Is All You Need, 2017)::
+
+    from llmcore import Transformer, TransformerConfig, greedy_decode
+    model = Transformer(TransformerConfig(src_vocab_size=13, tgt_vocab_size=13, d_model=64, n_heads=4))
+"""
+
+from .attention import MultiHeadAttention, merge_heads, record_attention, repeat_kv, scaled_dot_product_attention, split_heads
+from .blocks import DecoderBlock, EncoderBlock, residual
+from .decoding import greedy_decode
+from .embeddings import TokenEmbedding
+from .ffn import FeedForward, get_activation
+from .losses import cross_entropy
+from .masks import and_masks, causal_mask, dense_mask, full_mask, not_mask, or_masks, padding_mask, prefix_lm_mask, sliding_window_mask
+from .norms import LayerNorm, layer_norm
+from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_position_encoding
+from .schedules import transformer_lr, transformer_lr_scheduler
+from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MultiHeadAttention", "merge_heads", "record_attention", "repeat_kv", "scaled_dot_product_attention", "split_heads",
+    "DecoderBlock", "EncoderBlock", "residual",
+    "greedy_decode",
+    "TokenEmbedding",
+    "FeedForward", "get_activation",
+    "cross_entropy",
+    "and_masks", "causal_mask", "dense_mask", "full_mask", "not_mask", "or_masks", "padding_mask", "prefix_lm_mask",
+    "sliding_window_mask",
+    "LayerNorm", "layer_norm",
+    "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_position_encoding",
+    "transformer_lr", "transformer_lr_scheduler",
+    "TRANSFORMER_PRESETS", "Transformer", "TransformerConfig",
+]

@@ -1,0 +1,5 @@
+"""Data that ships with llmcore or is generated in code: nothing is ever downloaded."""
+
+from .toy import ToySeq2SeqTask, sequence_accuracy
+
+__all__ = ["ToySeq2SeqTask", "sequence_accuracy"]
