@@ -6,13 +6,12 @@ TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
-ONLY ?=
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := $(VENV)/torch-constraint.txt
 
-.PHONY: lab test bench course install-course install-dev clean-venv
+.PHONY: lab test course install-course install-dev clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +40,6 @@ test: install-dev
 
 course: install-course
 	$(PY) -m grader generate
-
-bench: install-dev
-	$(PY) -m benchmarks $(if $(ONLY),--only $(ONLY),)
 
 clean-venv:
 	rm -rf $(VENV)
