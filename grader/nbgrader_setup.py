@@ -1,0 +1,89 @@
+"""The nbgrader settings shared by the repository and every instructor course folder.
+
+nbgrader only reads ``nbgrader_config.py`` from the working directory, and
+``NbGraderAPI`` never reads it at all, so the settings live here as a function
+that both config files call and that the grader commands pass to the API.
+"""
+from pathlib import Path
+
+from traitlets.config import Config
+
+COURSE_ID = "llmcore-course"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+CELL_TIMEOUT_S = 120
+VOLATILE_FILES = [".ipynb_checkpoints", "__pycache__", "*.pyc", ".DS_Store", "feedback"]
+CONFIG_FILENAME = "nbgrader_config.py"
+
+# Folders of the grading steps, relative to the instructor folder.
+INSTRUCTOR_FOLDERS = {
+    "submitted_directory": "submitted",
+    "autograded_directory": "autograded",
+    "feedback_directory": "feedback",
+    "solution_directory": "solution",
+}
+
+
+def base_config(
+    root,
+    *,
+    source_directory="source",
+    release_directory="release",
+    instructor_directory=".",
+):
+    """Return the nbgrader configuration of a course rooted at ``root``.
+
+    ``source_directory`` and ``release_directory`` are relative to ``root``.
+    Everything private to the instructor (gradebook, submissions, grades,
+    feedback, exchange) goes under ``root/instructor_directory``; those folders
+    are created here because sqlite does not create a missing folder.
+    """
+    root = Path(root).resolve()
+    instructor = root / instructor_directory
+    c = Config()
+    c.CourseDirectory.root = str(root)
+    c.CourseDirectory.course_id = COURSE_ID
+    c.CourseDirectory.source_directory = source_directory
+    c.CourseDirectory.release_directory = release_directory
+    for trait, folder in INSTRUCTOR_FOLDERS.items():
+        setattr(c.CourseDirectory, trait, str((instructor / folder).relative_to(root)))
+    c.CourseDirectory.db_url = f"sqlite:///{instructor / 'gradebook.db'}"
+    c.CourseDirectory.ignore = VOLATILE_FILES
+    c.Exchange.root = str(instructor / "exchange")
+
+    c.ClearSolutions.code_stub = {"python": CODE_STUB}
+    # Without this, a test cell the student deleted is silently never graded.
+    c.OverwriteCells.add_missing_cells = True
+    c.Execute.timeout = CELL_TIMEOUT_S
+
+    for folder in [instructor, instructor / "exchange"]:
+        folder.mkdir(parents=True, exist_ok=True)
+    return c
+
+
+def repository_config(repo_root):
+    """Configuration of the repository itself: solutions/ is released into course/."""
+    return base_config(
+        repo_root,
+        source_directory="solutions",
+        release_directory="course",
+        instructor_directory="instructor",
+    )
+
+
+def make_api(config):
+    """Return an ``NbGraderAPI`` using ``config``.
+
+    nbgrader creates a new gradebook by running the ``alembic`` executable
+    found on PATH, which misses the virtualenv's copy when Python is started as
+    ``.venv/bin/python`` (as make does); put this interpreter's scripts first.
+    """
+    import os
+    import sys
+
+    scripts = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+
+    from nbgrader.apps import NbGraderAPI
+
+    return NbGraderAPI(config=config)
