@@ -44,12 +44,17 @@ class SinusoidalPositionalEncoding(nn.Module):
     def __init__(self, max_positions: int, d_model: int, *, base: float = 10000.0) -> None:
         super().__init__()
         self.max_positions = max_positions
+        self.base = base
         self.register_buffer("encoding", sinusoidal_position_encoding(max_positions, d_model, base=base), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         length = x.shape[1]
         if offset + length > self.max_positions:
             raise ValueError(f"sequence of {offset + length} positions exceeds max_positions={self.max_positions}")
+        if x.dtype == torch.float64:
+            # The buffer holds float32 values (also after .double()); recompute so float64 stays exact.
+            encoding = sinusoidal_position_encoding(offset + length, self.encoding.shape[-1], base=self.base, dtype=torch.float64)
+            return x + encoding[offset:].to(x.device)
         return x + self.encoding[offset : offset + length].to(x.dtype)
 
 
