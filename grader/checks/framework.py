@@ -268,13 +268,14 @@ def check_function(
     forbidden: dict[Callable, str] | None = None,
     output_names: Sequence[str] = (),
     fallback_hint: str = "",
-) -> int:
+) -> None:
     """Compare ``learner`` with ``reference`` on every case; raise :class:`CheckFailure` at the first
     difference, with the case, how the outputs differ and, when a known mistake reproduces the
     learner's output, its name and a hint. Gradients with respect to floating-point tensor inputs are
     compared for cases with ``check_gradients``.
 
-    Prints a one-line report and returns the number of cases passed.
+    Prints a one-line report and returns ``None``: nbgrader would read a number left as a test
+    cell's result as partial credit.
     """
     if not callable(learner):
         raise CheckFailure(f"✘ {exercise}: expected a function or class, got {type(learner).__name__}")
@@ -314,7 +315,6 @@ def check_function(
                         "Hint: an in-place operation or a detach() on the path changes the backward pass."
                     )
     print(f"✔ {exercise}: all {len(cases)} cases passed.")
-    return len(cases)
 
 
 def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module) -> None:

@@ -174,7 +174,7 @@ def _sdpa_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_scaled_dot_product_attention(fn, *, hidden: bool = False) -> int:
+def check_scaled_dot_product_attention(fn, *, hidden: bool = False) -> None:
     """Check ``fn(q, k, v, mask=None) -> (output, weights)`` against llmcore (SYLLABUS T02, T03).
 
     ``q [..., L, D]``, ``k [..., S, D]``, ``v [..., S, D_v]``, boolean ``mask`` broadcastable to
@@ -266,7 +266,7 @@ CAUSAL_MISTAKES = [
 ]
 
 
-def check_causal_mask_mod(mask_mod: MaskMod, *, hidden: bool = False) -> int:
+def check_causal_mask_mod(mask_mod: MaskMod, *, hidden: bool = False) -> None:
     """Check the predicate ``mask_mod(b, h, q_idx, kv_idx) -> bool tensor`` against llmcore.causal_mask (T03).
 
     The predicate is evaluated by ``llmcore.dense_mask`` on every (b, h, q, kv), with absolute query
@@ -365,7 +365,7 @@ def _padding_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_padding_mask(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> int:
+def check_padding_mask(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(token_ids [B, S], pad_id) -> [B, 1, 1, S]`` boolean, True at real tokens (T03)."""
     return check_function(
         "padding_mask",
@@ -479,7 +479,7 @@ def _decoder_mask_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_decoder_self_attention_mask(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> int:
+def check_decoder_self_attention_mask(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(tgt_ids [B, T], pad_id) -> [B, 1, T, T]``: causal AND key padding (T03).
 
     llmcore's causal_mask, padding_mask, and_masks and dense_mask are earlier components and may be
@@ -611,7 +611,7 @@ def _merge_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_split_heads(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> int:
+def check_split_heads(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(x [B, L, H·D], n_heads) -> [B, H, L, D]`` against llmcore.split_heads (T04)."""
     return check_function(
         "split_heads",
@@ -625,7 +625,7 @@ def check_split_heads(fn: Callable[[Tensor, int], Tensor], *, hidden: bool = Fal
     )
 
 
-def check_merge_heads(fn: Callable[[Tensor], Tensor], *, hidden: bool = False) -> int:
+def check_merge_heads(fn: Callable[[Tensor], Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(x [B, H, L, D]) -> [B, L, H·D]`` against llmcore.merge_heads (T04)."""
     return check_function(
         "merge_heads",
@@ -762,7 +762,7 @@ def _mha_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_multi_head_attention(cls: type, *, hidden: bool = False) -> int:
+def check_multi_head_attention(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(d_model, n_heads)`` with ``q_proj, k_proj, v_proj, o_proj`` and
     ``forward(x, context=None, mask=None) -> [B, L, d_model]`` against llmcore.MultiHeadAttention (T04).
 

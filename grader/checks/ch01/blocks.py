@@ -118,7 +118,7 @@ def _embedding_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_token_embedding(cls: type, *, hidden: bool = False) -> int:
+def check_token_embedding(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(vocab_size, d_model)`` with parameter ``weight [vocab_size, d_model]`` and
     ``forward(ids [...]) -> [..., d_model]`` against llmcore.TokenEmbedding (SYLLABUS T01).
 
@@ -265,7 +265,7 @@ def _pe_cases(hidden: bool) -> list[Case]:
     ]
 
 
-def check_sinusoidal_position_encoding(fn: Callable[..., Tensor], *, hidden: bool = False) -> int:
+def check_sinusoidal_position_encoding(fn: Callable[..., Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(n_positions, d_model, dtype=torch.float32) -> [n_positions, d_model]`` against
     llmcore.sinusoidal_position_encoding (SYLLABUS T05)."""
     return check_function(
@@ -416,7 +416,7 @@ def _layer_norm_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_layer_norm(cls: type, *, hidden: bool = False) -> int:
+def check_layer_norm(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(d_model, eps=1e-5)`` with parameters ``weight``, ``bias`` and ``forward(x [..., d]) -> [..., d]``
     against llmcore.layer_norm (SYLLABUS T06). Weight and bias are random and passed in as inputs
     (``torch.func.functional_call``), so their gradients are compared too."""
@@ -514,7 +514,7 @@ def _add_and_norm_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_add_and_norm(fn: Callable[[Tensor, Tensor, nn.Module], Tensor], *, hidden: bool = False) -> int:
+def check_add_and_norm(fn: Callable[[Tensor, Tensor, nn.Module], Tensor], *, hidden: bool = False) -> None:
     """Check ``fn(x, sublayer_output, norm) -> norm(x + sublayer_output)``, the post-norm residual (T06)."""
     return check_function(
         "add_and_norm",
@@ -605,7 +605,7 @@ def _ffn_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_feed_forward(cls: type, *, hidden: bool = False) -> int:
+def check_feed_forward(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(d_model, d_ff)`` with ``up_proj``, ``down_proj`` and ``forward(x [..., d_model]) -> [..., d_model]``
     against llmcore.FeedForward (SYLLABUS T07)."""
     _require_class("FeedForward", cls)
@@ -769,7 +769,7 @@ def _encoder_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_encoder_block(cls: type, *, hidden: bool = False) -> int:
+def check_encoder_block(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(d_model, n_heads, d_ff)`` with ``self_attn, self_attn_norm, ffn, ffn_norm`` and
     ``forward(x [B, S, d_model], mask=None) -> [B, S, d_model]`` against llmcore.EncoderBlock (T08).
 
@@ -967,7 +967,7 @@ def _decoder_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_decoder_block(cls: type, *, hidden: bool = False) -> int:
+def check_decoder_block(cls: type, *, hidden: bool = False) -> None:
     """Check ``cls(d_model, n_heads, d_ff)`` with ``self_attn, self_attn_norm, cross_attn, cross_attn_norm, ffn,
     ffn_norm`` and ``forward(x [B, T, d], memory [B, S, d], self_mask=None, cross_mask=None) -> [B, T, d]``
     against llmcore.DecoderBlock (T08).

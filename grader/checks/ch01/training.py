@@ -118,7 +118,7 @@ def _teacher_forcing_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_teacher_forcing_batch(fn: Callable, *, hidden: bool = False) -> int:
+def check_teacher_forcing_batch(fn: Callable, *, hidden: bool = False) -> None:
     """Check ``fn(tgt [B, T]) -> (decoder_input [B, T-1], labels [B, T-1])`` (SYLLABUS T09).
 
     ``tgt`` rows are ``<s> y1 … yn </s> <pad> …``; the decoder reads ``tgt[:, :-1]`` and is trained to
@@ -366,7 +366,7 @@ def _seq2seq_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_seq2seq_transformer(cls: type, *, hidden: bool = False) -> int:
+def check_seq2seq_transformer(cls: type, *, hidden: bool = False) -> None:
     """Check a class ``cls(config)`` with ``encode``, ``decode`` and ``forward`` against llmcore.Transformer
     (SYLLABUS T09).
 
@@ -567,7 +567,7 @@ def _loss_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_label_smoothed_cross_entropy(fn: Callable, *, hidden: bool = False) -> int:
+def check_label_smoothed_cross_entropy(fn: Callable, *, hidden: bool = False) -> None:
     """Check ``fn(logits [..., V], targets [...], smoothing, ignore_index) -> scalar`` against
     llmcore.cross_entropy (SYLLABUS T10), gradients included."""
     return check_function(
@@ -766,7 +766,7 @@ def _greedy_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_greedy_decode(fn: Callable, *, hidden: bool = False) -> int:
+def check_greedy_decode(fn: Callable, *, hidden: bool = False) -> None:
     """Check ``fn(model, src_ids, bos_id, eos_id, pad_id, max_new_tokens) -> [B, N]`` against
     llmcore.greedy_decode (SYLLABUS T11), on random llmcore Transformers and on scripted models whose
     rows end at known steps."""
@@ -791,9 +791,9 @@ def check_greedy_decode(fn: Callable, *, hidden: bool = False) -> int:
 REQUIRED_ACCURACY = 0.8
 
 
-def check_trained_model(model: nn.Module | None, *, hidden: bool = False) -> float:
+def check_trained_model(model: nn.Module | None, *, hidden: bool = False) -> None:
     """Decode fresh strings of the reverse task with llmcore.greedy_decode and require an exact-match
-    accuracy of at least 80 %. Returns the accuracy.
+    accuracy of at least 80 %.
 
     The check decodes with llmcore's greedy decoding, so that a slip in the learner's greedy_decode
     does not cost this point; the model is the learner's own.
@@ -843,4 +843,3 @@ def check_trained_model(model: nn.Module | None, *, hidden: bool = False) -> flo
         )
     print(f"✔ trained model: reverses {accuracy:.1%} of {n_examples} held-out strings exactly "
           f"(needs ≥ {REQUIRED_ACCURACY:.0%}).")
-    return accuracy
