@@ -18,25 +18,16 @@ from torch import Tensor, nn
 
 import llmcore
 from grader.checks.ch01 import attention as checks
+from check_test_helpers import broken, diagnosed, failure_message, stub
 from grader.checks.framework import CheckFailure
 
 
-def failure_message(check: Callable, learner: object, *, hidden: bool = False) -> str:
-    with pytest.raises(CheckFailure) as info:
-        check(learner, hidden=hidden)
-    return str(info.value)
 
 
-def stub(*args, **kwargs):
-    raise NotImplementedError()
 
 
-def broken(*args, **kwargs):
-    raise ValueError("an index went out of range")
 
 
-def diagnosed(message: str, mistake_name: str) -> bool:
-    return f"Diagnosis: {mistake_name}." in message
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 import llmcore
 from grader.checks.ch01 import training as checks
+from check_test_helpers import broken, diagnosed, failure_message, stub
 from grader.checks.framework import CheckFailure
 from llmcore import (
     DecoderBlock,
@@ -34,22 +35,12 @@ from llmcore.data import ToySeq2SeqTask
 PAD, BOS, EOS = 0, 1, 2
 
 
-def failure_message(check: Callable, learner: object, *, hidden: bool = False) -> str:
-    with pytest.raises(CheckFailure) as info:
-        check(learner, hidden=hidden)
-    return str(info.value)
 
 
-def diagnosed(message: str, mistake_name: str) -> bool:
-    return f"Diagnosis: {mistake_name}." in message
 
 
-def stub(*args, **kwargs):
-    raise NotImplementedError()
 
 
-def broken(*args, **kwargs):
-    raise ValueError("an index went out of range")
 
 
 # ---------------------------------------------------------------------------------------------------
