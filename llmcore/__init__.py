@@ -12,6 +12,11 @@ from .decoding import greedy_decode
 from .embeddings import TokenEmbedding
 from .ffn import FeedForward, get_activation
 from .losses import cross_entropy
+from .alibi import alibi_bias, alibi_slopes
+from .ffn import GatedFeedForward, gated_hidden_size
+from .models import CausalLM, ModelConfig, build, from_pretrained, preset_config, save_pretrained
+from .norms import RMSNorm, rms_norm
+from .rope import RopeScaling, RotaryEmbedding, apply_rotary
 from .masks import and_masks, causal_mask, dense_mask, full_mask, not_mask, or_masks, padding_mask, prefix_lm_mask, sliding_window_mask
 from .norms import LayerNorm, layer_norm
 from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_position_encoding
@@ -33,4 +38,7 @@ __all__ = [
     "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_position_encoding",
     "transformer_lr", "transformer_lr_scheduler",
     "TRANSFORMER_PRESETS", "Transformer", "TransformerConfig",
+    "alibi_bias", "alibi_slopes", "GatedFeedForward", "gated_hidden_size",
+    "CausalLM", "ModelConfig", "build", "from_pretrained", "preset_config", "save_pretrained",
+    "RMSNorm", "rms_norm", "RopeScaling", "RotaryEmbedding", "apply_rotary",
 ]

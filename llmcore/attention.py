@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .rope import apply_rotary
+
 __all__ = [
     "scaled_dot_product_attention",
     "split_heads",
@@ -114,8 +116,12 @@ class MultiHeadAttention(nn.Module):
         n_heads: query heads.
         n_kv_heads: key/value heads; must divide ``n_heads``. Defaults to ``n_heads``.
         head_dim: per-head width, defaults to ``d_model // n_heads``.
-        bias: bias on the four projections (the 2017 model and BERT: yes; LLaMA: no).
+        bias: bias on the query/key/value projections (the 2017 model and BERT: yes; LLaMA: no;
+            Qwen: yes).
+        out_bias: bias on the output projection, defaults to ``bias`` (Qwen: no).
         dropout: dropout on attention weights.
+        scale: score scale, defaults to ``1/√head_dim`` (T5 folds it into its initialisation: 1.0).
+        rotary_interleaved: pair layout of the RoPE tables passed to :meth:`forward`.
     """
 
     def __init__(
@@ -126,7 +132,10 @@ class MultiHeadAttention(nn.Module):
         *,
         head_dim: int | None = None,
         bias: bool = True,
+        out_bias: bool | None = None,
         dropout: float = 0.0,
+        scale: float | None = None,
+        rotary_interleaved: bool = False,
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -142,10 +151,12 @@ class MultiHeadAttention(nn.Module):
         self.n_kv_heads = n_kv_heads
         self.head_dim = head_dim
         self.dropout = dropout
+        self.scale = scale
+        self.rotary_interleaved = rotary_interleaved
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias if out_bias is None else out_bias)
         self.weight_sink: list[Tensor] | None = None
 
     def forward(
@@ -155,6 +166,8 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         bias: Tensor | None = None,
         *,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        query_scale: Tensor | None = None,
         return_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from ``x`` to ``context``.
@@ -165,6 +178,9 @@ class MultiHeadAttention(nn.Module):
                 ``None`` for self-attention.
             mask: boolean, broadcastable to ``[B, H, L, S]``, ``True`` = may attend.
             bias: additive score bias broadcastable to ``[B, H, L, S]``.
+            rotary: RoPE ``(cos, sin)`` tables ``[B, L, rotary_dim]`` from
+                :class:`llmcore.rope.RotaryEmbedding`, applied to queries and keys (self-attention).
+            query_scale: ``[L]`` or ``[B, L]`` multipliers of the queries (Qwen's LogN scaling).
             return_weights: also return the ``[B, H, L, S]`` weights.
 
         Returns:
@@ -175,9 +191,15 @@ class MultiHeadAttention(nn.Module):
         k = split_heads(self.k_proj(context), self.n_kv_heads)
         v = split_heads(self.v_proj(context), self.n_kv_heads)
         n_rep = self.n_heads // self.n_kv_heads
+        if rotary is not None:
+            cos, sin = rotary
+            q = apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved)
+            k = apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved)
+        if query_scale is not None:
+            q = q * query_scale.to(q.dtype).reshape(-1, 1, q.shape[2], 1)
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         out, weights = scaled_dot_product_attention(
-            q, k, v, mask, bias, dropout_p=self.dropout if self.training else 0.0, return_weights=True
+            q, k, v, mask, bias, scale=self.scale, dropout_p=self.dropout if self.training else 0.0, return_weights=True
         )
         if self.weight_sink is not None:
             self.weight_sink.append(weights.detach())

@@ -1,0 +1,19 @@
+"""The model zoo: one configurable stack, every architecture of the history as a configuration.
+
+::
+
+    import llmcore
+    model = llmcore.build("tiny-llama")                 # a named preset
+    model = llmcore.from_pretrained("path/to/folder")   # a local Hugging Face checkpoint
+"""
+
+from .config import LAYER_KINDS, ModelConfig
+from .decoder import CausalLM, NormHead
+from .hub import from_hf_model, from_pretrained, save_pretrained
+from .registry import ARCHITECTURES, PRESETS, Preset, build, preset_config
+from .stack import Embeddings, TransformerLayer
+
+__all__ = [
+    "LAYER_KINDS", "ModelConfig", "CausalLM", "NormHead", "from_hf_model", "from_pretrained", "save_pretrained",
+    "ARCHITECTURES", "PRESETS", "Preset", "build", "preset_config", "Embeddings", "TransformerLayer",
+]

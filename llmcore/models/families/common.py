@@ -1,0 +1,87 @@
+"""Translation helpers shared by the families whose Hugging Face code descends from LLaMA's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...rope import RopeScaling
+from ..config import ModelConfig
+
+__all__ = ["rope_scaling_from_hf", "rope_scaling_to_hf", "llama_like_key_map", "hf_common_fields"]
+
+
+def rope_scaling_from_hf(hf: dict[str, Any]) -> RopeScaling | None:
+    """``rope_scaling`` of a normalised Hugging Face config → :class:`RopeScaling` (``None`` = plain RoPE)."""
+    scaling = hf.get("rope_scaling")
+    if not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return None
+    factor = float(scaling["factor"])
+    original = scaling.get("original_max_position_embeddings") or hf.get("max_position_embeddings")
+    if kind == "linear":
+        return RopeScaling("linear", factor)
+    if kind == "dynamic":
+        return RopeScaling("dynamic", factor, original_max_positions=int(original))
+    if kind == "llama3":
+        return RopeScaling(
+            "llama3",
+            factor,
+            original_max_positions=int(scaling["original_max_position_embeddings"]),
+            low_freq_factor=float(scaling["low_freq_factor"]),
+            high_freq_factor=float(scaling["high_freq_factor"]),
+        )
+    if kind == "ntk":
+        return RopeScaling("ntk", factor)
+    raise ValueError(f"RoPE scaling type {kind!r} is not supported by llmcore (linear, dynamic, llama3, ntk are)")
+
+
+def rope_scaling_to_hf(config: ModelConfig) -> dict[str, Any]:
+    """The RoPE fields of a transformers 5.x config (``rope_parameters``)."""
+    parameters: dict[str, Any] = {"rope_type": "default", "rope_theta": config.rope_theta}
+    scaling = config.rope_scaling
+    if scaling is not None:
+        parameters.update(rope_type=scaling.type, factor=scaling.factor)
+        if scaling.original_max_positions is not None:
+            parameters["original_max_position_embeddings"] = scaling.original_max_positions
+        if scaling.type == "llama3":
+            parameters.update(low_freq_factor=scaling.low_freq_factor, high_freq_factor=scaling.high_freq_factor)
+    return {"rope_parameters": parameters}
+
+
+def hf_common_fields(hf: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfig fields every LLaMA-descended config spells the same way."""
+    n_heads = hf["num_attention_heads"]
+    return dict(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads,
+        intermediate_size=hf["intermediate_size"],
+        max_positions=hf.get("max_position_embeddings", 2048),
+        rope_theta=float(hf.get("rope_theta", 10000.0)),
+        rope_scaling=rope_scaling_from_hf(hf),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        pad_token_id=hf.get("pad_token_id"),
+    )
+
+
+def llama_like_key_map(prefix: str = "model.") -> tuple[tuple[str, str], ...]:
+    """Hugging Face LLaMA tensor names ↔ llmcore's, biases included (used only when present)."""
+    pairs = [
+        (f"{prefix}embed_tokens.weight", "embeddings.embed_tokens.weight"),
+        (f"{prefix}norm.weight", "norm.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+        (f"{prefix}layers.{{i}}.input_layernorm.weight", "layers.{i}.self_attn_norm.weight"),
+        (f"{prefix}layers.{{i}}.post_attention_layernorm.weight", "layers.{i}.ffn_norm.weight"),
+    ]
+    for projection in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        for kind in ("weight", "bias"):
+            pairs.append((f"{prefix}layers.{{i}}.self_attn.{projection}.{kind}", f"layers.{{i}}.self_attn.{projection}.{kind}"))
+    for projection in ("gate_proj", "up_proj", "down_proj"):
+        for kind in ("weight", "bias"):
+            pairs.append((f"{prefix}layers.{{i}}.mlp.{projection}.{kind}", f"layers.{{i}}.ffn.{projection}.{kind}"))
+    return tuple(pairs)

@@ -1,0 +1,171 @@
+"""Rotary position embedding, RoPE (旋转位置编码; Su et al., 2021, RoFormer).
+
+Each pair of query/key dimensions is rotated by an angle ``position · θ_i`` with frequencies
+``θ_i = base^(-2i/d)``. Because rotations compose, ``⟨R_m q, R_n k⟩ = ⟨q, R_{n-m} k⟩``: the score
+depends only on the relative distance ``n − m``, while no position vector is ever added to the
+residual stream.
+
+Two layouts pair the dimensions differently, and mixing them silently scrambles a checkpoint:
+
+* **half-split** (GPT-NeoX, Hugging Face LLaMA/Qwen/Mistral): dimension ``i`` pairs with
+  ``i + d/2``; rotate with ``rotate_half``.
+* **interleaved** (Meta's original LLaMA code, GPT-J, ChatGLM, GLM-4): dimension ``2i`` pairs with
+  ``2i + 1``.
+
+*Partial rotary* (GPT-NeoX, Phi, ChatGLM, GLM-4) rotates only the first ``rotary_dim`` dimensions of
+each head and leaves the rest untouched.
+
+Context extension rescales the positions or the base (RoPE scaling, 位置插值 / NTK):
+
+* ``linear`` (position interpolation, Chen et al. 2023): positions are divided by ``factor``.
+* ``ntk`` (NTK-aware, bloc97 2023): ``base' = base · factor^(d/(d−2))`` - high frequencies keep
+  their resolution, low ones are interpolated.
+* ``dynamic`` (dynamic NTK): like ``ntk`` but the factor grows with the current length ``L`` once it
+  exceeds the trained length ``L₀``: ``base' = base · (factor·L/L₀ − (factor − 1))^(d/(d−2))``.
+* ``llama3`` (LLaMA 3.1): frequencies with wavelengths longer than ``L₀/low_freq_factor`` are
+  divided by ``factor``, shorter than ``L₀/high_freq_factor`` are kept, and the band between is
+  blended smoothly.
+
+Shapes: ``x [B, H, L, D]``; ``cos``/``sin`` ``[B, L, rotary_dim]`` (broadcast over heads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RopeScaling", "rope_inverse_frequencies", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding"]
+
+SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """How RoPE is stretched beyond the trained context length (see the module docstring).
+
+    ``original_max_positions`` is ``L₀`` for ``dynamic`` and ``llama3``.
+    """
+
+    type: str
+    factor: float
+    original_max_positions: int | None = None
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.type not in SCALING_TYPES:
+            raise ValueError(f"unknown RoPE scaling type {self.type!r}; known: {list(SCALING_TYPES)}")
+        if self.factor < 1.0:
+            raise ValueError(f"RoPE scaling factor must be >= 1, got {self.factor}")
+        if self.type in ("dynamic", "llama3") and not self.original_max_positions:
+            raise ValueError(f"RoPE scaling {self.type!r} needs original_max_positions (the trained context length)")
+
+
+def rope_inverse_frequencies(rotary_dim: int, base: float = 10000.0, scaling: RopeScaling | None = None) -> Tensor:
+    """``θ_i = base^(-2i/rotary_dim)`` for ``i < rotary_dim/2``, in float32 (``[rotary_dim/2]``).
+
+    Always float32: in bfloat16 the frequencies of a 4096-token context lose whole radians. The
+    static scalings (``ntk``, ``llama3``) are applied here; ``linear`` and ``dynamic`` act on
+    positions and lengths in :class:`RotaryEmbedding`.
+    """
+    if rotary_dim <= 0 or rotary_dim % 2:
+        raise ValueError(f"rotary_dim must be a positive even number, got {rotary_dim}")
+    if scaling is not None and scaling.type == "ntk":
+        base = base * scaling.factor ** (rotary_dim / (rotary_dim - 2))
+    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
+    if scaling is not None and scaling.type == "llama3":
+        inv_freq = _llama3_frequencies(inv_freq, scaling)
+    return inv_freq
+
+
+def _llama3_frequencies(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
+    assert scaling.original_max_positions is not None
+    low_freq_wavelength = scaling.original_max_positions / scaling.low_freq_factor
+    high_freq_wavelength = scaling.original_max_positions / scaling.high_freq_factor
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > low_freq_wavelength, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_positions / wavelength - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    in_band = ~(wavelength < high_freq_wavelength) & ~(wavelength > low_freq_wavelength)
+    return torch.where(in_band, blended, scaled)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """Half-split layout: ``(x₁, x₂) → (−x₂, x₁)`` where ``x₁, x₂`` are the two halves of the last dim."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def rotate_interleaved(x: Tensor) -> Tensor:
+    """Interleaved layout: each pair ``(x₂ᵢ, x₂ᵢ₊₁) → (−x₂ᵢ₊₁, x₂ᵢ)``."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-odd, even), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, *, interleaved: bool = False) -> Tensor:
+    """Rotate the first ``cos.shape[-1]`` dims of every head of ``x`` (``[B, H, L, D]``).
+
+    ``cos``/``sin`` are ``[B, L, rotary_dim]`` in the layout's order: the angles repeated as two
+    halves (half-split) or each angle twice in a row (interleaved) - see :meth:`RotaryEmbedding.forward`.
+    """
+    rotary_dim = cos.shape[-1]
+    if rotary_dim > x.shape[-1]:
+        raise ValueError(f"rotary_dim={rotary_dim} exceeds the head dim {x.shape[-1]}")
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    rotate = rotate_interleaved if interleaved else rotate_half
+    if rotary_dim == x.shape[-1]:
+        return x * cos + rotate(x) * sin
+    rotated, passed = x[..., :rotary_dim], x[..., rotary_dim:]
+    return torch.cat((rotated * cos + rotate(rotated) * sin, passed), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Computes the ``cos``/``sin`` tables for given positions (no parameters).
+
+    Args:
+        rotary_dim: how many dims of each head rotate (``head_dim`` for full rotary).
+        base: the ``θ`` base (10 000 in RoFormer/LLaMA 1-2, 500 000 in LLaMA 3, 1 000 000 in Qwen2).
+        interleaved: pair layout (see module docstring).
+        scaling: optional context extension.
+    """
+
+    def __init__(
+        self, rotary_dim: int, base: float = 10000.0, *, interleaved: bool = False, scaling: RopeScaling | None = None
+    ) -> None:
+        super().__init__()
+        self.rotary_dim = rotary_dim
+        self.base = base
+        self.interleaved = interleaved
+        self.scaling = scaling
+        self.register_buffer("inv_freq", rope_inverse_frequencies(rotary_dim, base, scaling), persistent=False)
+
+    def _inverse_frequencies_for(self, length: int) -> Tensor:
+        scaling = self.scaling
+        if scaling is None or scaling.type != "dynamic" or length <= (scaling.original_max_positions or 0):
+            return self.inv_freq
+        assert scaling.original_max_positions is not None
+        stretch = scaling.factor * length / scaling.original_max_positions - (scaling.factor - 1)
+        base = self.base * stretch ** (self.rotary_dim / (self.rotary_dim - 2))
+        return rope_inverse_frequencies(self.rotary_dim, base).to(self.inv_freq.device)
+
+    def forward(self, position_ids: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """``position_ids [B, L]`` (integers) → ``(cos, sin)``, each ``[B, L, rotary_dim]`` in ``dtype``.
+
+        Angles are computed in float32 and only the final tables are cast.
+        """
+        positions = position_ids.float()
+        if self.scaling is not None and self.scaling.type == "linear":
+            positions = positions / self.scaling.factor
+        length = int(position_ids.max().item()) + 1 if position_ids.numel() else 0
+        inv_freq = self._inverse_frequencies_for(length)
+        angles = positions.unsqueeze(-1) * inv_freq
+        if self.interleaved:
+            angles = angles.repeat_interleave(2, dim=-1)
+        else:
+            angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)

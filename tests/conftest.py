@@ -1,0 +1,18 @@
+"""Session-wide hooks: print the model-zoo parity table (architecture → oracle → max error)."""
+
+from __future__ import annotations
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    try:
+        from zoo_helpers import PARITY_RESULTS
+    except ImportError:
+        return
+    if not PARITY_RESULTS:
+        return
+    worst: dict[tuple[str, str], float] = {}
+    for name, oracle, error in PARITY_RESULTS:
+        worst[(name, oracle)] = max(error, worst.get((name, oracle), 0.0))
+    terminalreporter.section("model-zoo parity (max |Δlogit| / max |logit|)")
+    for (name, oracle), error in sorted(worst.items()):
+        terminalreporter.write_line(f"{name:<28} {oracle:<44} {error:.1e}")
