@@ -17,7 +17,21 @@ from .ffn import GatedFeedForward, gated_hidden_size
 from .models import CausalLM, ModelConfig, build, from_pretrained, preset_config, save_pretrained
 from .norms import RMSNorm, rms_norm
 from .rope import RopeScaling, RotaryEmbedding, apply_rotary
-from .masks import and_masks, causal_mask, dense_mask, full_mask, not_mask, or_masks, padding_mask, prefix_lm_mask, sliding_window_mask
+from .masks import (
+    and_masks,
+    block_sparse_mask,
+    causal_mask,
+    dense_mask,
+    fixed_mask,
+    full_mask,
+    glm_blank_infilling_mask,
+    not_mask,
+    or_masks,
+    padding_mask,
+    prefix_lm_mask,
+    sliding_window_mask,
+    strided_mask,
+)
 from .norms import LayerNorm, layer_norm
 from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_position_encoding
 from .schedules import transformer_lr, transformer_lr_scheduler
@@ -33,7 +47,7 @@ __all__ = [
     "FeedForward", "get_activation",
     "cross_entropy",
     "and_masks", "causal_mask", "dense_mask", "full_mask", "not_mask", "or_masks", "padding_mask", "prefix_lm_mask",
-    "sliding_window_mask",
+    "sliding_window_mask", "strided_mask", "fixed_mask", "block_sparse_mask", "glm_blank_infilling_mask",
     "LayerNorm", "layer_norm",
     "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_position_encoding",
     "transformer_lr", "transformer_lr_scheduler",

@@ -44,6 +44,14 @@ __all__ = [
     "or_masks",
     "not_mask",
     "dense_mask",
+    "strided_mask",
+    "strided_local_mask",
+    "strided_column_mask",
+    "fixed_mask",
+    "fixed_local_mask",
+    "fixed_summary_mask",
+    "block_sparse_mask",
+    "glm_blank_infilling_mask",
 ]
 
 
@@ -190,3 +198,293 @@ def dense_mask(
     if keep.dtype != torch.bool:
         raise TypeError(f"dense_mask: mask_mod must return a boolean tensor, got {keep.dtype}")
     return keep.expand(batch_size, n_heads, q_len, kv_len)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sparse patterns: Sparse Transformer (strided, fixed), Phi-3-small block-sparse, GLM blank infilling
+# --------------------------------------------------------------------------------------------------
+#
+# Every rule below is causal at token level (kv_idx <= q_idx), so no query ever loses its own key and
+# no row of a dense mask is ever all-False. Pictures: row = query, column = key, 1 = may attend.
+
+
+def _require_positive_int(function: str, argument: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{function}: {argument} must be a positive int, got {value!r}")
+    return value
+
+
+def strided_local_mask(stride: int) -> MaskMod:
+    """Sparse Transformer "strided" factor head A(1): the last ``stride`` positions (a local band).
+
+    Rule: ``0 <= q - kv < stride``, identical to :func:`sliding_window_mask` ``(stride)``.
+
+    Child et al. (2019), *Generating Long Sequences with Sparse Transformers*, write
+    ``A(1)_i = {t, t+1, ..., i}`` with ``t = max(0, i - l)``, which also contains ``i - l``
+    (``l + 1`` keys); OpenAI's reference code (``attn_mode='local'``) keeps ``l`` keys, as here. The
+    difference never matters in the union :func:`strided_mask`: ``q - kv = l`` is a multiple of
+    ``l`` and so already belongs to the column head :func:`strided_column_mask`.
+
+    stride = 3, 6 x 6::
+
+        1 0 0 0 0 0
+        1 1 0 0 0 0
+        1 1 1 0 0 0
+        0 1 1 1 0 0
+        0 0 1 1 1 0
+        0 0 0 1 1 1
+    """
+    _require_positive_int("strided_local_mask", "stride", stride)
+
+    def last_stride_positions(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        distance = q_idx - kv_idx
+        return (distance >= 0) & (distance < stride)
+
+    return last_stride_positions
+
+
+def strided_column_mask(stride: int) -> MaskMod:
+    """Sparse Transformer "strided" factor head A(2): every ``stride``-th position back from the query.
+
+    Rule: ``kv <= q  and  (q - kv) % stride == 0`` (``A(2)_i = {j : (i - j) mod l = 0}`` in
+    Child et al. 2019, made causal; OpenAI's reference code calls this head ``attn_mode='strided'``).
+    The query always sees itself (``q - kv = 0``).
+
+    stride = 3, 6 x 6::
+
+        1 0 0 0 0 0
+        0 1 0 0 0 0
+        0 0 1 0 0 0
+        1 0 0 1 0 0
+        0 1 0 0 1 0
+        0 0 1 0 0 1
+    """
+    _require_positive_int("strided_column_mask", "stride", stride)
+
+    def every_stride_back(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        distance = q_idx - kv_idx
+        return (distance >= 0) & (distance % stride == 0)
+
+    return every_stride_back
+
+
+def strided_mask(stride: int) -> MaskMod:
+    """Sparse Transformer "strided" pattern (Child et al. 2019), merged into one head.
+
+    Rule::
+
+        kv <= q  and  ( q - kv < stride   or   (q - kv) % stride == 0 )
+
+    i.e. the union ``A(1) | A(2)`` of the two factor heads :func:`strided_local_mask` (the previous
+    ``stride`` positions) and :func:`strided_column_mask` (every ``stride``-th position before the
+    query). The paper offers three ways to use a factorisation: one factor per residual block
+    (interleaved layers), one factor per head, or a *merged head* attending to the union of the
+    factors. This function is the merged head; build the other two from the factor masks. With
+    ``stride ~ sqrt(n)`` every query sees ``O(sqrt(n))`` keys, and any key reaches any later query
+    in two hops (column head, then local head). GPT-3 (Brown et al. 2020) alternates dense layers
+    with "locally banded sparse attention patterns ... similar to the Sparse Transformer"; the paper
+    does not publish the exact band, so this is the Sparse Transformer pattern, not a replica of GPT-3.
+
+    stride = 3, 8 x 8::
+
+        1 0 0 0 0 0 0 0
+        1 1 0 0 0 0 0 0
+        1 1 1 0 0 0 0 0
+        1 1 1 1 0 0 0 0
+        0 1 1 1 1 0 0 0
+        0 0 1 1 1 1 0 0
+        1 0 0 1 1 1 1 0
+        0 1 0 0 1 1 1 1
+    """
+    _require_positive_int("strided_mask", "stride", stride)
+
+    def local_or_strided_column(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        distance = q_idx - kv_idx
+        return (distance >= 0) & ((distance < stride) | (distance % stride == 0))
+
+    return local_or_strided_column
+
+
+def _check_block_and_summary(function: str, block: int, n_summary: int) -> None:
+    _require_positive_int(function, "block", block)
+    if isinstance(n_summary, bool) or not isinstance(n_summary, int) or not 1 <= n_summary <= block:
+        raise ValueError(f"{function}: n_summary must be an int in 1..block={block}, got {n_summary!r}")
+
+
+def fixed_local_mask(block: int) -> MaskMod:
+    """Sparse Transformer "fixed" factor head A(1): causal attention inside the query's own block.
+
+    Rule: ``kv <= q  and  kv // block == q // block`` (``A(1)_i = {j : floor(j/l) = floor(i/l)}``,
+    Child et al. 2019, made causal). Blocks are aligned to absolute position 0.
+
+    block = 3, 6 x 6::
+
+        1 0 0 0 0 0
+        1 1 0 0 0 0
+        1 1 1 0 0 0
+        0 0 0 1 0 0
+        0 0 0 1 1 0
+        0 0 0 1 1 1
+    """
+    _require_positive_int("fixed_local_mask", "block", block)
+
+    def same_block(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (kv_idx <= q_idx) & (kv_idx // block == q_idx // block)
+
+    return same_block
+
+
+def fixed_summary_mask(block: int, n_summary: int = 1) -> MaskMod:
+    """Sparse Transformer "fixed" factor head A(2): the last ``n_summary`` positions of every block.
+
+    Rule: ``kv <= q  and  kv % block >= block - n_summary`` (``A(2)_i = {j : j mod l in {t, ..., l}}``
+    with ``t = l - c``, Child et al. 2019, made causal; ``c = n_summary``). These "summary" keys
+    carry information from each earlier block to all later queries.
+
+    block = 3, n_summary = 1, 6 x 6::
+
+        0 0 0 0 0 0
+        0 0 0 0 0 0
+        0 0 1 0 0 0
+        0 0 1 0 0 0
+        0 0 1 0 0 0
+        0 0 1 0 0 1
+
+    This factor alone leaves early queries with no key at all (the all-zero rows above); use it
+    only combined with :func:`fixed_local_mask`, as :func:`fixed_mask` does.
+    """
+    _check_block_and_summary("fixed_summary_mask", block, n_summary)
+
+    def summary_column(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return (kv_idx <= q_idx) & (kv_idx % block >= block - n_summary)
+
+    return summary_column
+
+
+def fixed_mask(block: int, n_summary: int = 1) -> MaskMod:
+    """Sparse Transformer "fixed" pattern (Child et al. 2019), merged into one head.
+
+    Rule::
+
+        kv <= q  and  ( kv // block == q // block   or   kv % block >= block - n_summary )
+
+    the union of :func:`fixed_local_mask` (causal within the query's block of ``block`` positions)
+    and :func:`fixed_summary_mask` (the last ``n_summary`` positions, ``c`` in the paper, of every
+    block). The paper uses ``c`` in 8..32 for ``l`` in 128..256 and notes that giving different heads
+    different summary offsets helps; here one offset serves all heads. ``n_summary = block`` is the
+    plain causal mask.
+
+    block = 4, n_summary = 1, 8 x 8::
+
+        1 0 0 0 0 0 0 0
+        1 1 0 0 0 0 0 0
+        1 1 1 0 0 0 0 0
+        1 1 1 1 0 0 0 0
+        0 0 0 1 1 0 0 0
+        0 0 0 1 1 1 0 0
+        0 0 0 1 1 1 1 0
+        0 0 0 1 1 1 1 1
+    """
+    _check_block_and_summary("fixed_mask", block, n_summary)
+
+    def same_block_or_summary(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        same = kv_idx // block == q_idx // block
+        summary = kv_idx % block >= block - n_summary
+        return (kv_idx <= q_idx) & (same | summary)
+
+    return same_block_or_summary
+
+
+def block_sparse_mask(
+    block_size: int,
+    local_blocks: int,
+    vertical_stride: int,
+    *,
+    head_sliding_step: int = 0,
+) -> MaskMod:
+    """Phi-3-small block-sparse attention ("local blocks + vertical stride"), as a token-level mask.
+
+    With block indices ``qb = q // block_size`` and ``kb = kv // block_size``, the rule is::
+
+        kv <= q  and  ( qb - kb < local_blocks   or   (kb + h * head_sliding_step + 1) % vertical_stride == 0 )
+
+    (``qb >= kb`` is implied by ``kv <= q``.) A query sees every earlier key in its own block and the
+    ``local_blocks - 1`` blocks before it, plus every key of the "vertical" blocks ``kb`` with
+    ``(kb + 1) % vertical_stride == 0`` (the last block of each group of ``vertical_stride``). This is
+    the rule of the blocksparse kernel released with Phi-3-small (Abdin et al. 2024, *Phi-3 Technical
+    Report*; ``vllm/attention/ops/blocksparse_attention``: block-level
+    ``(q_pos >= k_pos) & ((q_pos - k_pos < local_blocks) | mask_vert_strided)``, then multiplied by
+    the token-level lower triangle), so inside the diagonal block it is causal at token level, not
+    block-causal. Phi-3-small's configuration: ``block_size=64, local_blocks=16, vertical_stride=8``.
+
+    Args:
+        block_size: tokens per block (> 0).
+        local_blocks: number of most recent blocks, including the query's own, seen in full (> 0).
+        vertical_stride: period of the vertical blocks (> 0); ``1`` makes every block vertical, i.e.
+            the plain causal mask.
+        head_sliding_step: ``0`` (default) gives every head the same pattern ("homo_head" in the
+            kernel). Phi-3-small shifts the vertical blocks by ``h * head_sliding_step`` for head
+            ``h`` so that different heads cover different blocks; the kernel's default step is
+            ``max(1, vertical_stride // n_heads)``. Must be >= 0.
+
+    block_size = 2, local_blocks = 1, vertical_stride = 2, 8 x 8 (vertical blocks 1 and 3)::
+
+        1 0 0 0 0 0 0 0
+        1 1 0 0 0 0 0 0
+        0 0 1 0 0 0 0 0
+        0 0 1 1 0 0 0 0
+        0 0 1 1 1 0 0 0
+        0 0 1 1 1 1 0 0
+        0 0 1 1 0 0 1 0
+        0 0 1 1 0 0 1 1
+    """
+    _require_positive_int("block_sparse_mask", "block_size", block_size)
+    _require_positive_int("block_sparse_mask", "local_blocks", local_blocks)
+    _require_positive_int("block_sparse_mask", "vertical_stride", vertical_stride)
+    if isinstance(head_sliding_step, bool) or not isinstance(head_sliding_step, int) or head_sliding_step < 0:
+        raise ValueError(f"block_sparse_mask: head_sliding_step must be an int >= 0, got {head_sliding_step!r}")
+
+    def local_or_vertical_blocks(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        q_block = q_idx // block_size
+        kv_block = kv_idx // block_size
+        local = q_block - kv_block < local_blocks
+        vertical = (kv_block + h * head_sliding_step + 1) % vertical_stride == 0
+        return (kv_idx <= q_idx) & (local | vertical)
+
+    return local_or_vertical_blocks
+
+
+def glm_blank_infilling_mask(part_a_length: int | Tensor) -> MaskMod:
+    """GLM autoregressive blank infilling (Du et al. 2022, *GLM: General Language Model Pretraining*).
+
+    The input is Part A (the corrupted text, spans replaced by [MASK]) followed by Part B (the
+    masked-out spans, each starting with [START], in shuffled order). Rule, with ``A = part_a_length``::
+
+        kv < A   or   kv <= q
+
+    Part A tokens attend bidirectionally to all of Part A and to nothing in Part B; Part B tokens
+    attend to all of Part A and causally to Part B, *including the spans placed before theirs* (the
+    paper: "Part B tokens can attend to Part A and antecedents in B"). That is exactly the prefix-LM
+    mask with prefix ``A`` (:func:`prefix_lm_mask`), for one span or many: the spans differ only in
+    GLM's 2D position ids, not in the mask. The ``[B]`` form gives each batch row its own Part A.
+
+    A = 3, 6 x 6 (Part A = positions 0-2, Part B = 3-5)::
+
+        1 1 1 0 0 0
+        1 1 1 0 0 0
+        1 1 1 0 0 0
+        1 1 1 1 0 0
+        1 1 1 1 1 0
+        1 1 1 1 1 1
+
+    Args:
+        part_a_length: an int, or a ``[B]`` integer tensor with one Part A length per batch row.
+    """
+    lengths = torch.as_tensor(part_a_length)
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex() or lengths.dim() > 1 or bool(
+        (lengths < 0).any()
+    ):
+        raise ValueError(
+            f"glm_blank_infilling_mask: part_a_length must be a non-negative int or [B] ints, got {part_a_length!r}"
+        )
+    return prefix_lm_mask(lengths)
