@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy", "max_z_loss"]
 
 
 def cross_entropy(
@@ -36,3 +36,33 @@ def cross_entropy(
     smooth = -log_probs.mean(dim=-1)
     per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     return (per_token * keep).sum() / keep.sum().clamp(min=1)
+
+
+def max_z_loss(logits: Tensor, weight: float = 2e-4, *, mask: Tensor | None = None) -> Tensor:
+    """Baichuan 2's max-z loss (最大 z 损失; Baichuan 2 report §2.5): ``weight · mean((max_v logits)²)``.
+
+    Added to the cross-entropy during pre-training, it keeps the largest logit near zero. The softmax
+    ignores a shift of all logits, but a repetition penalty that divides logits by a constant does
+    not, so very large logits made generation sensitive to that setting; small logits also stabilise
+    training. It is a cousin of PaLM's z-loss, which squares the log-partition ``log Σ exp(logits)``
+    instead of the maximum.
+
+    Reduction: the mean over positions, as Baichuan's ``modeling_baichuan.py`` computes it
+    (``shift_logits.max(-1).values ** 2`` then ``.mean()``, padding included). Pass ``mask`` (``[...]``,
+    true = real token) to average over real tokens only; zero real tokens give 0.
+
+    Args:
+        logits: ``[..., V]`` unnormalised scores.
+        weight: the coefficient, ``2e-4`` in the report.
+
+    Returns:
+        Scalar loss, computed in float32 or wider.
+    """
+    if mask is not None and mask.shape != logits.shape[:-1]:
+        raise ValueError(f"mask {tuple(mask.shape)} must match logits {tuple(logits.shape)} without the last dim")
+    wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    squared_max = wide.amax(dim=-1).square()
+    if mask is None:
+        return weight * squared_max.mean()
+    keep = mask.bool()
+    return weight * (squared_max * keep).sum() / keep.sum().clamp(min=1)
