@@ -25,6 +25,9 @@ Context extension rescales the positions or the base (RoPE scaling, 位置插值
 * ``llama3`` (LLaMA 3.1): frequencies with wavelengths longer than ``L₀/low_freq_factor`` are
   divided by ``factor``, shorter than ``L₀/high_freq_factor`` are kept, and the band between is
   blended smoothly.
+* ``qwen_dynamic`` (Qwen-1's dynamic NTK): each sequence of length ``L`` gets
+  ``α = max(2^⌈log₂(L/L₀) + 1⌉ − 1, 1)`` and ``base' = base · α^(d/(d−2))``; ``α`` jumps
+  1 → 3 → 7 → 15 as ``L`` passes ``L₀``, ``2L₀``, ``4L₀``, and ``factor`` is unused (keep 1).
 
 Shapes: ``x [B, H, L, D]``; ``cos``/``sin`` ``[B, L, rotary_dim]`` (broadcast over heads).
 """
@@ -37,16 +40,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RopeScaling", "rope_inverse_frequencies", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding"]
+__all__ = ["RopeScaling", "rope_inverse_frequencies", "qwen_ntk_alpha", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding", "Rotary2D"]
 
-SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3")
+SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3", "qwen_dynamic")
 
 
 @dataclass(frozen=True)
 class RopeScaling:
     """How RoPE is stretched beyond the trained context length (see the module docstring).
 
-    ``original_max_positions`` is ``L₀`` for ``dynamic`` and ``llama3``.
+    ``original_max_positions`` is ``L₀`` for ``dynamic``, ``llama3`` and ``qwen_dynamic``.
     """
 
     type: str
@@ -60,7 +63,7 @@ class RopeScaling:
             raise ValueError(f"unknown RoPE scaling type {self.type!r}; known: {list(SCALING_TYPES)}")
         if self.factor < 1.0:
             raise ValueError(f"RoPE scaling factor must be >= 1, got {self.factor}")
-        if self.type in ("dynamic", "llama3") and not self.original_max_positions:
+        if self.type in ("dynamic", "llama3", "qwen_dynamic") and not self.original_max_positions:
             raise ValueError(f"RoPE scaling {self.type!r} needs original_max_positions (the trained context length)")
 
 
@@ -79,6 +82,15 @@ def rope_inverse_frequencies(rotary_dim: int, base: float = 10000.0, scaling: Ro
     if scaling is not None and scaling.type == "llama3":
         inv_freq = _llama3_frequencies(inv_freq, scaling)
     return inv_freq
+
+
+def qwen_ntk_alpha(length: int, trained_length: int) -> int:
+    """Qwen-1's dynamic NTK factor for a sequence of ``length`` tokens (``get_ntk_alpha`` in its code).
+
+    ``α = max(2^⌈log₂(L/L₀) + 1⌉ − 1, 1)``: 1 up to ``L₀``, then 3 up to ``2L₀``, 7 up to ``4L₀`` …
+    """
+    context_value = math.log(length / trained_length, 2) + 1
+    return max(2 ** math.ceil(context_value) - 1, 1)
 
 
 def _llama3_frequencies(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
@@ -146,6 +158,13 @@ class RotaryEmbedding(nn.Module):
 
     def _inverse_frequencies_for(self, length: int) -> Tensor:
         scaling = self.scaling
+        if scaling is not None and scaling.type == "qwen_dynamic":
+            assert scaling.original_max_positions is not None
+            alpha = qwen_ntk_alpha(length, scaling.original_max_positions)
+            if alpha == 1:
+                return self.inv_freq
+            base = self.base * alpha ** (self.rotary_dim / (self.rotary_dim - 2))
+            return rope_inverse_frequencies(self.rotary_dim, base).to(self.inv_freq.device)
         if scaling is None or scaling.type != "dynamic" or length <= (scaling.original_max_positions or 0):
             return self.inv_freq
         assert scaling.original_max_positions is not None
@@ -156,16 +175,46 @@ class RotaryEmbedding(nn.Module):
     def forward(self, position_ids: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """``position_ids [B, L]`` (integers) → ``(cos, sin)``, each ``[B, L, rotary_dim]`` in ``dtype``.
 
-        Angles are computed in float32 and only the final tables are cast.
+        Angles are computed in float32 and only the final tables are cast. With ``qwen_dynamic``
+        each row's length is its largest position + 1 (pass ``cumsum(mask) − 1`` positions for a
+        padded batch, as Qwen takes each sequence's true length).
         """
         positions = position_ids.float()
         if self.scaling is not None and self.scaling.type == "linear":
             positions = positions / self.scaling.factor
-        length = int(position_ids.max().item()) + 1 if position_ids.numel() else 0
-        inv_freq = self._inverse_frequencies_for(length)
+        if self.scaling is not None and self.scaling.type == "qwen_dynamic" and position_ids.numel():
+            # Qwen picks α per sequence, so every row gets its own frequencies: [B, 1, rotary_dim/2].
+            lengths = (position_ids.amax(dim=-1) + 1).tolist()
+            inv_freq = torch.stack([self._inverse_frequencies_for(int(n)) for n in lengths]).unsqueeze(-2)
+        else:
+            length = int(position_ids.max().item()) + 1 if position_ids.numel() else 0
+            inv_freq = self._inverse_frequencies_for(length)
         angles = positions.unsqueeze(-1) * inv_freq
         if self.interleaved:
             angles = angles.repeat_interleave(2, dim=-1)
         else:
             angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@dataclass(frozen=True)
+class Rotary2D:
+    """Tables of ChatGLM-6B's 2-D RoPE (二维旋转位置编码; GLM's 2-D positions made rotary).
+
+    ``position`` (``(cos, sin)`` for ``position_ids``) rotates the first half of every head and
+    ``block`` (for ``block_position_ids``) the second half, each table ``[B, L, head_dim/2]``
+    covering its half in full. The score then sums a term that depends on the distance between the
+    two tokens' positions and one that depends on the distance between their intra-span positions.
+    """
+
+    position: tuple[Tensor, Tensor]
+    block: tuple[Tensor, Tensor]
+
+    def apply(self, x: Tensor, *, interleaved: bool = False) -> Tensor:
+        """Rotate ``x [B, H, L, D]``: dims ``[0, D/2)`` by ``position``, ``[D/2, D)`` by ``block``."""
+        half = x.shape[-1] // 2
+        if self.position[0].shape[-1] != half or self.block[0].shape[-1] != half:
+            raise ValueError(f"Rotary2D tables must each cover head_dim/2 = {half} dims")
+        first = apply_rotary(x[..., :half], *self.position, interleaved=interleaved)
+        second = apply_rotary(x[..., half:], *self.block, interleaved=interleaved)
+        return torch.cat((first, second), dim=-1)

@@ -7,7 +7,7 @@ from typing import Any
 from ...rope import RopeScaling
 from ..config import ModelConfig
 
-__all__ = ["rope_scaling_from_hf", "rope_scaling_to_hf", "llama_like_key_map", "hf_common_fields"]
+__all__ = ["rope_scaling_from_hf", "rope_scaling_to_hf", "llama_like_key_map", "hf_common_fields", "hf_common_fields_to_hf"]
 
 
 def rope_scaling_from_hf(hf: dict[str, Any]) -> RopeScaling | None:
@@ -67,6 +67,23 @@ def hf_common_fields(hf: dict[str, Any]) -> dict[str, Any]:
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         pad_token_id=hf.get("pad_token_id"),
     )
+
+
+def hf_common_fields_to_hf(config: ModelConfig) -> dict[str, Any]:
+    """The inverse of :func:`hf_common_fields`: sizes, RoPE, tying and padding in Hugging Face spelling."""
+    return {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.resolved_kv_heads,
+        "head_dim": config.resolved_head_dim,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_positions,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "pad_token_id": config.pad_token_id,
+        **rope_scaling_to_hf(config),
+    }
 
 
 def llama_like_key_map(prefix: str = "model.") -> tuple[tuple[str, str], ...]:
