@@ -11,9 +11,10 @@ from .blocks import DecoderBlock, EncoderBlock, residual
 from .decoding import greedy_decode
 from .embeddings import TokenEmbedding
 from .ffn import FeedForward, get_activation
-from .losses import cross_entropy
+from .losses import cross_entropy, max_z_loss
 from .alibi import alibi_bias, alibi_slopes
 from .ffn import GatedFeedForward, gated_hidden_size
+from .moe import MixtureOfExperts, router_losses
 from .models import CausalLM, ModelConfig, build, from_pretrained, preset_config, save_pretrained
 from .norms import RMSNorm, rms_norm
 from .rope import RopeScaling, RotaryEmbedding, apply_rotary
@@ -45,7 +46,7 @@ __all__ = [
     "greedy_decode",
     "TokenEmbedding",
     "FeedForward", "get_activation",
-    "cross_entropy",
+    "cross_entropy", "max_z_loss", "MixtureOfExperts", "router_losses",
     "and_masks", "causal_mask", "dense_mask", "full_mask", "not_mask", "or_masks", "padding_mask", "prefix_lm_mask",
     "sliding_window_mask", "strided_mask", "fixed_mask", "block_sparse_mask", "glm_blank_infilling_mask",
     "LayerNorm", "layer_norm",
