@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rope import apply_rotary
+from .rope import Rotary2D, apply_rotary
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -166,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         bias: Tensor | None = None,
         *,
-        rotary: tuple[Tensor, Tensor] | None = None,
+        rotary: tuple[Tensor, Tensor] | Rotary2D | None = None,
         query_scale: Tensor | None = None,
         return_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -179,7 +179,8 @@ class MultiHeadAttention(nn.Module):
             mask: boolean, broadcastable to ``[B, H, L, S]``, ``True`` = may attend.
             bias: additive score bias broadcastable to ``[B, H, L, S]``.
             rotary: RoPE ``(cos, sin)`` tables ``[B, L, rotary_dim]`` from
-                :class:`llmcore.rope.RotaryEmbedding`, applied to queries and keys (self-attention).
+                :class:`llmcore.rope.RotaryEmbedding`, applied to queries and keys (self-attention),
+                or a :class:`llmcore.rope.Rotary2D` (ChatGLM-6B's two position streams).
             query_scale: ``[L]`` or ``[B, L]`` multipliers of the queries (Qwen's LogN scaling).
             return_weights: also return the ``[B, H, L, S]`` weights.
 
@@ -191,7 +192,10 @@ class MultiHeadAttention(nn.Module):
         k = split_heads(self.k_proj(context), self.n_kv_heads)
         v = split_heads(self.v_proj(context), self.n_kv_heads)
         n_rep = self.n_heads // self.n_kv_heads
-        if rotary is not None:
+        if isinstance(rotary, Rotary2D):
+            q = rotary.apply(q, interleaved=self.rotary_interleaved)
+            k = rotary.apply(k, interleaved=self.rotary_interleaved)
+        elif rotary is not None:
             cos, sin = rotary
             q = apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved)
             k = apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved)

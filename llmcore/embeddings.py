@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TokenEmbedding"]
+__all__ = ["TokenEmbedding", "shrink_embedding_gradient"]
 
 
 class TokenEmbedding(nn.Module):
@@ -34,3 +34,16 @@ class TokenEmbedding(nn.Module):
         if token_ids.is_floating_point():
             raise TypeError(f"token ids must be integers, got {token_ids.dtype}")
         return nn.functional.embedding(token_ids, self.weight, self.padding_idx) * self.scale
+
+
+def shrink_embedding_gradient(x: Tensor, alpha: float = 0.1) -> Tensor:
+    """GLM-130B's embedding gradient shrink (词嵌入梯度缩减; Zeng et al. 2022, §3.3).
+
+    ``x·α + x.detach()·(1 − α)`` equals ``x`` in the forward pass, but only the first term carries a
+    gradient, so everything upstream of ``x`` (the embedding table) receives ``α`` times its gradient.
+    GLM-130B found that the embedding layer's large gradient norms foreshadow loss spikes and that
+    α = 0.1 removes most of them. Any shape; ``α`` in ``(0, 1]`` (1 = no shrink).
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"shrink_embedding_gradient: alpha must be in (0, 1], got {alpha}")
+    return x * alpha + x.detach() * (1.0 - alpha)

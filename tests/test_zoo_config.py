@@ -92,3 +92,18 @@ def test_every_published_preset_is_within_five_percent_of_its_published_size():
 def test_llama_sizes_match_the_published_counts_to_three_digits(name):
     expected = {"llama-7b": 6_738_415_616, "llama2-70b": 68_976_648_192, "llama3-8b": 8_030_261_248}[name]
     assert build(name, device="meta").num_parameters() == expected
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        (dict(position="disentangled"), "position"),
+        (dict(position="relative_buckets"), "position"),
+        (dict(share_layers=True), "share_layers"),
+        (dict(lm_head_scale=0.125), "lm_head_scale"),
+        (dict(final_logits_bias=True), "final_logits_bias"),
+    ],
+)
+def test_causal_lm_refuses_fields_it_would_ignore(changes, field):
+    with pytest.raises(ValueError, match=field):
+        CausalLM(ModelConfig(**{**BASE, **changes}))

@@ -9,11 +9,16 @@
 
 from .config import LAYER_KINDS, ModelConfig
 from .decoder import CausalLM, NormHead
+from .deberta import DisentangledEncoder, DisentangledMaskedLM, DisentangledSelfAttention
+from .encoder import Discriminator, EncoderModel, MaskedLM
 from .hub import from_hf_model, from_pretrained, save_pretrained
 from .registry import ARCHITECTURES, PRESETS, Preset, build, preset_config
+from .seq2seq import Seq2SeqLM
 from .stack import Embeddings, TransformerLayer
 
 __all__ = [
     "LAYER_KINDS", "ModelConfig", "CausalLM", "NormHead", "from_hf_model", "from_pretrained", "save_pretrained",
     "ARCHITECTURES", "PRESETS", "Preset", "build", "preset_config", "Embeddings", "TransformerLayer",
+    "Seq2SeqLM",
+    "EncoderModel", "MaskedLM", "Discriminator", "DisentangledEncoder", "DisentangledMaskedLM", "DisentangledSelfAttention",
 ]

@@ -15,7 +15,7 @@ from ..rope import RopeScaling
 
 __all__ = ["ModelConfig", "LAYER_KINDS"]
 
-POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "relative_buckets", "none")
+POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "relative_buckets", "disentangled", "none")
 BLOCKS = ("pre", "post", "parallel", "deepnorm")
 NORMS = ("layernorm", "rmsnorm")
 FFNS = ("mlp", "gated")
@@ -36,6 +36,13 @@ class ModelConfig:
         ``embedding_scale`` multiplies token embeddings (√d in the 2017 model and Gemma);
         ``embedding_norm`` normalises them (BLOOM's word_embeddings_layernorm, BERT);
         ``position_offset`` shifts learned position ids (BART: 2).
+        ``position_2d`` (GLM, 二维位置编码) adds a second position stream, ``block_position_ids``
+        (0 in the context, 1, 2, … inside a generated span): with ``rope`` (ChatGLM-6B) the first
+        half of every head rotates by ``position_ids`` and the second half by
+        ``block_position_ids``, each half-split over ``head_dim/2``; with ``learned`` (GLM-10B) a
+        second learned table ``embed_block_positions`` is added.
+        ``embedding_grad_shrink`` = α (GLM-130B's 词嵌入梯度缩减, α = 0.1): the token embeddings'
+        gradient is multiplied by α, the forward pass is unchanged.
     Blocks
         ``block``: ``pre`` (GPT-2, LLaMA), ``post`` (2017, BERT, GPT-1), ``parallel`` (GPT-J, Phi:
         ``x + attn(n) + ffn(n)`` with one ``n = norm(x)``), ``deepnorm`` (GLM-130B/ChatGLM-6B:
@@ -59,6 +66,24 @@ class ModelConfig:
     Output
         ``tie_word_embeddings``; ``lm_head_bias`` (Phi); ``norm_head`` (Baichuan 2: rows of the
         output matrix normalised to unit length).
+    Encoder–decoder (``Seq2SeqLM``)
+        ``n_decoder_layers`` (``None`` = ``n_layers``); ``share_embeddings``: one token table for
+        both stacks (2017 EN–DE, T5, BART; the head ties to the decoder's); ``relative_buckets`` and
+        ``relative_max_distance`` size T5's relative position buckets (相对位置桶);
+        ``lm_head_scale`` multiplies the last hidden state before the head (T5 v1.0, whose head is
+        the tied embedding: d^-0.5); ``final_logits_bias`` adds a fixed, untrained bias buffer to the
+        logits (BART).
+    Encoder-only (``EncoderModel``: BERT, RoBERTa, ALBERT, ELECTRA, DeBERTa)
+        ``type_vocab_size`` segment embeddings (BERT: 2); ``embedding_size`` factorised embeddings
+        (ALBERT, ELECTRA-Small: E < d, projected to d); ``share_layers`` applies one layer
+        ``n_layers`` times (ALBERT's cross-layer sharing, 跨层参数共享); ``pooler`` adds the
+        dense + tanh on [CLS] (BERT's NSP, ALBERT's SOP); ``positions_skip_padding`` (RoBERTa):
+        learned position ids count only tokens ≠ ``pad_token_id``, padding takes table row
+        ``position_offset − 1``. ``position="disentangled"`` is DeBERTa's disentangled attention
+        (解耦注意力) with ``disentangled_terms`` ⊆ {``c2p``, ``p2c``} and log-bucketed relative
+        positions (``relative_buckets`` = DeBERTa's position_buckets, ``relative_max_distance`` =
+        its max_relative_positions); ``conv_kernel_size`` (DeBERTa-v2's nGiE convolution beside the
+        first layer; 0 = none).
     """
 
     vocab_size: int
@@ -77,6 +102,8 @@ class ModelConfig:
     position_offset: int = 0
     type_vocab_size: int = 0
     embedding_size: int | None = None
+    position_2d: bool = False
+    embedding_grad_shrink: float | None = None
 
     block: str = "pre"
     residual_alpha: float = 1.0
@@ -111,8 +138,17 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     n_decoder_layers: int | None = None
+    share_embeddings: bool = True
     relative_buckets: int = 32
     relative_max_distance: int = 128
+    lm_head_scale: float | None = None
+    final_logits_bias: bool = False
+
+    share_layers: bool = False
+    pooler: bool = False
+    positions_skip_padding: bool = False
+    disentangled_terms: tuple[str, ...] = ("c2p", "p2c")
+    conv_kernel_size: int = 0
 
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -163,12 +199,48 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.experts_per_token={self.experts_per_token} must be in 1..n_experts={self.n_experts}"
             )
+        if self.position_2d and self.position not in ("rope", "learned"):
+            raise ValueError(f"ModelConfig.position_2d needs position 'rope' or 'learned', got {self.position!r}")
+        if self.position_2d and self.position == "rope" and (self.rotary_dim is not None or self.resolved_head_dim % 4):
+            raise ValueError(
+                "ModelConfig.position_2d with RoPE rotates both halves of every head in full: it needs "
+                f"rotary_dim=None and head_dim divisible by 4 (head_dim={self.resolved_head_dim})"
+            )
+        if self.embedding_grad_shrink is not None and not 0.0 < self.embedding_grad_shrink <= 1.0:
+            raise ValueError(f"ModelConfig.embedding_grad_shrink must be in (0, 1], got {self.embedding_grad_shrink}")
         if self.logn_trained_length is not None and self.logn_trained_length <= 1:
             raise ValueError(f"ModelConfig.logn_trained_length must be > 1, got {self.logn_trained_length}")
         if self.embedding_size is not None and self.embedding_size <= 0:
             raise ValueError(f"ModelConfig.embedding_size must be positive, got {self.embedding_size}")
         if self.n_decoder_layers is not None and self.n_decoder_layers <= 0:
             raise ValueError(f"ModelConfig.n_decoder_layers must be positive, got {self.n_decoder_layers}")
+        if self.position == "relative_buckets" and (
+            self.relative_buckets < 4 or not self.relative_buckets // 2 < self.relative_max_distance
+        ):
+            raise ValueError(
+                f"ModelConfig.relative_buckets={self.relative_buckets} must be >= 4 and relative_max_distance="
+                f"{self.relative_max_distance} larger than relative_buckets // 2 (the exact, unbucketed range)"
+            )
+        if self.lm_head_scale is not None and self.lm_head_scale <= 0:
+            raise ValueError(f"ModelConfig.lm_head_scale must be positive, got {self.lm_head_scale}")
+        if self.positions_skip_padding and (
+            self.position != "learned" or self.pad_token_id is None or self.position_offset < 1
+        ):
+            raise ValueError(
+                "ModelConfig.positions_skip_padding needs position='learned', a pad_token_id and position_offset >= 1"
+            )
+        unknown_terms = sorted(set(self.disentangled_terms) - {"c2p", "p2c"})
+        if unknown_terms:
+            raise ValueError(f"ModelConfig.disentangled_terms contains {unknown_terms}; known: ['c2p', 'p2c']")
+        if self.position == "disentangled" and (
+            self.relative_buckets < 2 or not self.relative_buckets // 2 < self.relative_max_distance - 1
+        ):
+            raise ValueError(
+                f"ModelConfig.relative_buckets={self.relative_buckets} must be >= 2 and relative_max_distance="
+                f"{self.relative_max_distance} larger than relative_buckets // 2 + 1 (DeBERTa's log buckets)"
+            )
+        if self.conv_kernel_size < 0 or (self.conv_kernel_size and self.conv_kernel_size % 2 == 0):
+            raise ValueError(f"ModelConfig.conv_kernel_size must be 0 or odd, got {self.conv_kernel_size}")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -198,6 +270,7 @@ class ModelConfig:
             data["rope_scaling"] = asdict(self.rope_scaling)
         if self.layer_kinds is not None:
             data["layer_kinds"] = list(self.layer_kinds)
+        data["disentangled_terms"] = list(self.disentangled_terms)
         return data
 
     @classmethod
@@ -211,4 +284,6 @@ class ModelConfig:
             values["rope_scaling"] = RopeScaling(**values["rope_scaling"])
         if values.get("layer_kinds") is not None:
             values["layer_kinds"] = tuple(values["layer_kinds"])
+        if "disentangled_terms" in values:
+            values["disentangled_terms"] = tuple(values["disentangled_terms"])
         return cls(**values)

@@ -29,6 +29,17 @@ class NormHead(nn.Linear):
         return F.linear(x, F.normalize(self.weight, dim=-1), self.bias)
 
 
+def _refuse_encoder_only_fields(config: ModelConfig) -> None:
+    """Fields the decoder-only stack does not implement must not be silently ignored."""
+    if config.position in ("relative_buckets", "disentangled"):
+        raise ValueError(f"ModelConfig.position={config.position!r} is not supported by CausalLM (T5 and DeBERTa only)")
+    for name in ("share_layers", "pooler", "positions_skip_padding", "final_logits_bias"):
+        if getattr(config, name):
+            raise ValueError(f"ModelConfig.{name} is not supported by CausalLM")
+    if config.lm_head_scale is not None:
+        raise ValueError("ModelConfig.lm_head_scale is not supported by CausalLM (T5 only)")
+
+
 class CausalLM(nn.Module):
     """A decoder-only Transformer language model (因果语言模型).
 
@@ -43,6 +54,7 @@ class CausalLM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        _refuse_encoder_only_fields(config)
         self.config = config
         self.embeddings = Embeddings(config)
         self.positions = RelativePositions(config)
@@ -62,38 +74,92 @@ class CausalLM(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def layer_masks(self, keep: Tensor, query_length: int) -> list[Tensor]:
-        """One boolean ``[B, 1, Q, KV]`` mask per layer (layers of the same kind share one tensor)."""
+    def layer_masks(
+        self, keep: Tensor, query_length: int, prefix_lengths: int | Tensor | None = None
+    ) -> list[Tensor]:
+        """One boolean ``[B, 1, Q, KV]`` mask per layer (layers of the same kind share one tensor).
+
+        ``prefix_lengths`` (an int or ``[B]``) turns the causal mask into the prefix-LM mask (前缀语言
+        模型): every query also sees the keys before index ``prefix_lengths[b]`` of its row (GLM's
+        Part A, ChatGLM's context up to [gMASK]), so the prefix is encoded bidirectionally.
+        """
         batch, key_length = keep.shape
         by_kind: dict[str, Tensor] = {}
         for kind in set(self.config.resolved_layer_kinds):
-            mask_mod = masks.and_masks(layer_mask_mod(self.config, kind, causal=True), masks.padding_mask(keep))
+            base = layer_mask_mod(self.config, kind, causal=True)
+            if prefix_lengths is not None:
+                if kind != "full":
+                    raise ValueError(f"prefix_lengths needs full-attention layers; ModelConfig.layer_kinds has {kind!r}")
+                base = masks.prefix_lm_mask(self._prefix_lengths(prefix_lengths, batch, keep.device))
+            mask_mod = masks.and_masks(base, masks.padding_mask(keep))
             by_kind[kind] = masks.dense_mask(
                 mask_mod, batch, 1, query_length, key_length, q_offset=key_length - query_length, device=keep.device
             )
         return [by_kind[kind] for kind in self.config.resolved_layer_kinds]
 
+    @staticmethod
+    def _prefix_lengths(prefix_lengths: int | Tensor, batch: int, device: torch.device) -> Tensor:
+        lengths = torch.as_tensor(prefix_lengths, device=device)
+        if lengths.dim() == 0:
+            lengths = lengths.expand(batch)
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise ValueError(f"prefix_lengths must be an int or [B={batch}] integers, got {prefix_lengths!r}")
+        return lengths
+
     def hidden_states(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        *,
+        block_position_ids: Tensor | None = None,
+        prefix_lengths: int | Tensor | None = None,
     ) -> Tensor:
-        """The final-normalised residual stream ``[B, L, d]``."""
+        """The final-normalised residual stream ``[B, L, d]`` (arguments as in :meth:`forward`)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
         batch, length = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
         keep = keep_mask(attention_mask, batch, length, input_ids.device)
-        h = self.embeddings(input_ids, position_ids)
-        context = self.positions(position_ids, length, h.dtype)
+        # Only GLM-style models take a second position stream; the others keep their call unchanged.
+        second: dict[str, Tensor] = {}
+        if block_position_ids is not None:
+            if not self.config.position_2d:
+                raise ValueError("block_position_ids needs ModelConfig.position_2d=True")
+            if block_position_ids.shape != position_ids.shape:
+                raise ValueError(
+                    f"block_position_ids has shape {tuple(block_position_ids.shape)}, expected {tuple(position_ids.shape)}"
+                )
+            second["block_position_ids"] = block_position_ids
+        h = self.embeddings(input_ids, position_ids, **second)
+        context = self.positions(position_ids, length, h.dtype, **second)
         kwargs = context.attention_kwargs()
-        for layer, mask in zip(self.layers, self.layer_masks(keep, length)):
+        for layer, mask in zip(self.layers, self.layer_masks(keep, length, prefix_lengths)):
             h = layer(h, mask, **kwargs)
         return self.norm(h)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        *,
+        block_position_ids: Tensor | None = None,
+        prefix_lengths: int | Tensor | None = None,
     ) -> Tensor:
-        return self.lm_head(self.hidden_states(input_ids, attention_mask, position_ids))
+        """Logits ``[B, L, vocab]``.
+
+        GLM-style inputs, both optional: ``block_position_ids [B, L]`` is the second position stream
+        of ``ModelConfig.position_2d`` (an error for models without it);
+        ``prefix_lengths`` (int or ``[B]``) makes attention bidirectional over each row's first
+        ``prefix_lengths[b]`` positions and causal after them (GLM blank infilling, ChatGLM).
+        """
+        return self.lm_head(
+            self.hidden_states(
+                input_ids, attention_mask, position_ids, block_position_ids=block_position_ids, prefix_lengths=prefix_lengths
+            )
+        )
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Distinct parameters (a tied head counts once)."""

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from .. import masks
 from ..alibi import alibi_bias, alibi_slopes
 from ..attention import MultiHeadAttention
+from ..embeddings import shrink_embedding_gradient
 from ..ffn import FeedForward, GatedFeedForward
 from ..norms import LayerNorm, RMSNorm
 from ..positions import sinusoidal_position_encoding
-from ..rope import RotaryEmbedding
+from ..rope import Rotary2D, RotaryEmbedding
 from .config import ModelConfig
 
 __all__ = ["make_norm", "make_ffn", "TransformerLayer", "Embeddings", "PositionContext", "layer_mask_mod", "keep_mask"]
@@ -149,7 +150,8 @@ class Embeddings(nn.Module):
 
     Submodules: ``embed_tokens`` ``[vocab, embedding_size or d]``, ``embed_positions`` (learned
     positions), ``embed_types`` (BERT segments), ``embed_norm`` (BLOOM/BERT), ``embed_proj``
-    (ALBERT/ELECTRA factorised embeddings: ``embedding_size → d``).
+    (ALBERT/ELECTRA factorised embeddings: ``embedding_size → d``), ``embed_block_positions``
+    (GLM-10B's second learned table, indexed by ``block_position_ids``; 0 where none is given).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -159,6 +161,8 @@ class Embeddings(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, width, padding_idx=None)
         if config.position == "learned":
             self.embed_positions = nn.Embedding(config.max_positions + config.position_offset, width)
+            if config.position_2d:
+                self.embed_block_positions = nn.Embedding(config.max_positions + config.position_offset, width)
         if config.position == "sinusoidal":
             self.register_buffer(
                 "sinusoid", sinusoidal_position_encoding(config.max_positions, width), persistent=False
@@ -171,11 +175,19 @@ class Embeddings(nn.Module):
             self.embed_proj = nn.Linear(config.embedding_size, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        block_position_ids: Tensor | None = None,
+    ) -> Tensor:
         if input_ids.is_floating_point():
             raise TypeError(f"input_ids must be integers, got {input_ids.dtype}")
         config = self.config
         h = self.embed_tokens(input_ids)
+        if config.embedding_grad_shrink is not None:
+            h = shrink_embedding_gradient(h, config.embedding_grad_shrink)
         if config.embedding_scale is not None:
             # Gemma multiplies by √d rounded to the activation dtype; doing the same keeps bf16 exact.
             h = h * torch.tensor(config.embedding_scale, dtype=h.dtype)
@@ -183,6 +195,11 @@ class Embeddings(nn.Module):
             raise ValueError(f"position {int(position_ids.max())} exceeds max_positions={config.max_positions}")
         if config.position == "learned":
             h = h + self.embed_positions(position_ids + config.position_offset)
+            if hasattr(self, "embed_block_positions"):
+                blocks = torch.zeros_like(position_ids) if block_position_ids is None else block_position_ids
+                if int(blocks.max()) >= config.max_positions:
+                    raise ValueError(f"block position {int(blocks.max())} exceeds max_positions={config.max_positions}")
+                h = h + self.embed_block_positions(blocks + config.position_offset)
         elif config.position == "sinusoidal":
             h = h + self.sinusoid[position_ids].to(h.dtype)
         if config.type_vocab_size:
@@ -200,7 +217,7 @@ class Embeddings(nn.Module):
 class PositionContext:
     """Per-forward position information shared by all layers: RoPE tables, ALiBi bias, LogN scale."""
 
-    rotary: tuple[Tensor, Tensor] | None = None
+    rotary: tuple[Tensor, Tensor] | Rotary2D | None = None
     bias: Tensor | None = None
     query_scale: Tensor | None = None
 
@@ -223,7 +240,8 @@ class RelativePositions(nn.Module):
         self.config = config
         if config.position == "rope":
             self.rotary = RotaryEmbedding(
-                config.resolved_rotary_dim,
+                # 2-D RoPE: each half of the head is one full rotary of its own stream.
+                config.resolved_head_dim // 2 if config.position_2d else config.resolved_rotary_dim,
                 config.rope_theta,
                 interleaved=config.rope_interleaved,
                 scaling=config.rope_scaling,
@@ -231,9 +249,15 @@ class RelativePositions(nn.Module):
         if config.position == "alibi":
             self.register_buffer("slopes", alibi_slopes(config.n_heads), persistent=False)
 
-    def forward(self, position_ids: Tensor, key_length: int, dtype: torch.dtype) -> PositionContext:
+    def forward(
+        self, position_ids: Tensor, key_length: int, dtype: torch.dtype, block_position_ids: Tensor | None = None
+    ) -> PositionContext:
+        """``block_position_ids [B, L]`` is the second stream of ``position_2d`` (zeros when ``None``)."""
         context = PositionContext()
-        if self.config.position == "rope":
+        if self.config.position == "rope" and self.config.position_2d:
+            blocks = torch.zeros_like(position_ids) if block_position_ids is None else block_position_ids
+            context.rotary = Rotary2D(self.rotary(position_ids, dtype), self.rotary(blocks, dtype))
+        elif self.config.position == "rope":
             context.rotary = self.rotary(position_ids, dtype)
         if self.config.position == "alibi":
             query_length = position_ids.shape[1]
