@@ -20,15 +20,14 @@ accordingly; splitting in GPT-2's order gives wrong logits with the right shapes
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..config import ModelConfig
 from ..decoder import CausalLM
 from ..registry import HFArchitecture, Preset, register_architecture, register_preset
+from .common import fuse_per_head_qkv, split_per_head_qkv
 from .gpt import with_base_prefix
 
 __all__ = ["bloom_config", "bloom_from_hf", "bloom_to_hf"]
@@ -107,51 +106,17 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-_FUSED = re.compile(r"^(?P<layer>transformer\.h\.\d+\.self_attention\.)query_key_value\.(?P<kind>weight|bias)$")
-_SPLIT = re.compile(r"^(?P<layer>transformer\.h\.\d+\.self_attention\.)(?P<part>[qkv])_proj\.(?P<kind>weight|bias)$")
+_ATTENTION = r"transformer\.h\.\d+\.self_attention\."
 
 
 def bloom_from_hf(state_dict: StateDict, config: ModelConfig) -> StateDict:
-    """Split every ``query_key_value`` (rows ``[n_heads, 3, head_dim]``) into ``q_proj``/``k_proj``/``v_proj``.
-
-    ``weight [3d, d] → 3 × [d, d]``, ``bias [3d] → 3 × [d]``; Hugging Face names otherwise kept.
-    """
-    heads, head_dim, d = config.n_heads, config.resolved_head_dim, config.hidden_size
-    converted: StateDict = {}
-    for name, tensor in with_base_prefix(state_dict).items():
-        fused = _FUSED.match(name)
-        if fused is None:
-            converted[name] = tensor
-            continue
-        expected = (3 * heads * head_dim, d) if fused["kind"] == "weight" else (3 * heads * head_dim,)
-        if tuple(tensor.shape) != expected:
-            raise ValueError(f"{name}: expected shape {expected}, got {tuple(tensor.shape)}")
-        per_head = tensor.reshape(heads, 3, head_dim, *tensor.shape[1:])
-        for index, part in enumerate("qkv"):
-            converted[f"{fused['layer']}{part}_proj.{fused['kind']}"] = per_head[:, index].reshape(
-                heads * head_dim, *tensor.shape[1:]
-            )
-    return converted
+    """Split every per-head ``query_key_value`` into ``q_proj``/``k_proj``/``v_proj``."""
+    return split_per_head_qkv(with_base_prefix(state_dict), config, _ATTENTION)
 
 
 def bloom_to_hf(state_dict: StateDict, config: ModelConfig) -> StateDict:
     """Inverse of :func:`bloom_from_hf`: interleave Q, K, V per head into ``query_key_value``."""
-    heads, head_dim = config.n_heads, config.resolved_head_dim
-    converted: StateDict = {}
-    parts: dict[tuple[str, str], dict[str, Tensor]] = {}
-    for name, tensor in state_dict.items():
-        split = _SPLIT.match(name)
-        if split:
-            parts.setdefault((split["layer"], split["kind"]), {})[split["part"]] = tensor
-        else:
-            converted[name] = tensor
-    for (layer, kind), pieces in parts.items():
-        if set(pieces) != set("qkv"):
-            raise KeyError(f"{layer}query_key_value.{kind}: needs q, k and v projections, got {sorted(pieces)}")
-        rest = pieces["q"].shape[1:]
-        per_head = torch.stack([pieces[p].reshape(heads, head_dim, *rest) for p in "qkv"], dim=1)
-        converted[f"{layer}query_key_value.{kind}"] = per_head.reshape(3 * heads * head_dim, *rest)
-    return converted
+    return fuse_per_head_qkv(state_dict, config, _ATTENTION)
 
 
 def _key_map() -> tuple[tuple[str, str], ...]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from ...rope import RopeScaling
 from ..config import ModelConfig
 
-__all__ = ["rope_scaling_from_hf", "rope_scaling_to_hf", "llama_like_key_map", "hf_common_fields", "hf_common_fields_to_hf"]
+__all__ = ["rope_scaling_from_hf", "rope_scaling_to_hf", "llama_like_key_map", "hf_common_fields", "hf_common_fields_to_hf",
+           "split_per_head_qkv", "fuse_per_head_qkv"]
 
 
 def rope_scaling_from_hf(hf: dict[str, Any]) -> RopeScaling | None:
@@ -102,3 +107,51 @@ def llama_like_key_map(prefix: str = "model.") -> tuple[tuple[str, str], ...]:
         for kind in ("weight", "bias"):
             pairs.append((f"{prefix}layers.{{i}}.mlp.{projection}.{kind}", f"layers.{{i}}.ffn.{projection}.{kind}"))
     return tuple(pairs)
+
+
+def split_per_head_qkv(state_dict: dict[str, Tensor], config: ModelConfig, attention_prefix: str) -> dict[str, Tensor]:
+    """Split fused ``{attention_prefix}query_key_value`` tensors stored per head (BLOOM, ChatGLM-6B).
+
+    Rows are ordered ``[n_heads, 3, head_dim]`` (each head's q, k, v together), unlike GPT-2's
+    ``[q | k | v]``. ``attention_prefix`` is a regex for the module path up to the projection, e.g.
+    ``r"transformer\\.h\\.\\d+\\.self_attention\\."``. ``weight [3d, d] → 3 × [d, d]``,
+    ``bias [3d] → 3 × [d]``; other names are kept.
+    """
+    fused_name = re.compile(rf"^(?P<attn>{attention_prefix})query_key_value\.(?P<kind>weight|bias)$")
+    heads, head_dim, width = config.n_heads, config.resolved_head_dim, config.hidden_size
+    converted: dict[str, Tensor] = {}
+    for name, tensor in state_dict.items():
+        fused = fused_name.match(name)
+        if fused is None:
+            converted[name] = tensor
+            continue
+        expected = (3 * heads * head_dim, width) if fused["kind"] == "weight" else (3 * heads * head_dim,)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"{name}: expected shape {expected}, got {tuple(tensor.shape)}")
+        per_head = tensor.reshape(heads, 3, head_dim, *tensor.shape[1:])
+        for index, part in enumerate("qkv"):
+            converted[f"{fused['attn']}{part}_proj.{fused['kind']}"] = per_head[:, index].reshape(
+                heads * head_dim, *tensor.shape[1:]
+            )
+    return converted
+
+
+def fuse_per_head_qkv(state_dict: dict[str, Tensor], config: ModelConfig, attention_prefix: str) -> dict[str, Tensor]:
+    """Inverse of :func:`split_per_head_qkv`: interleave q, k, v per head into ``query_key_value``."""
+    split_name = re.compile(rf"^(?P<attn>{attention_prefix})(?P<part>[qkv])_proj\.(?P<kind>weight|bias)$")
+    heads, head_dim = config.n_heads, config.resolved_head_dim
+    converted: dict[str, Tensor] = {}
+    parts: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for name, tensor in state_dict.items():
+        split = split_name.match(name)
+        if split:
+            parts.setdefault((split["attn"], split["kind"]), {})[split["part"]] = tensor
+        else:
+            converted[name] = tensor
+    for (attn, kind), pieces in parts.items():
+        if set(pieces) != set("qkv"):
+            raise KeyError(f"{attn}query_key_value.{kind}: needs q, k and v projections, got {sorted(pieces)}")
+        rest = pieces["q"].shape[1:]
+        per_head = torch.stack([pieces[p].reshape(heads, head_dim, *rest) for p in "qkv"], dim=1)
+        converted[f"{attn}query_key_value.{kind}"] = per_head.reshape(3 * heads * head_dim, *rest)
+    return converted

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..decoder import CausalLM
 from ..registry import HFArchitecture, Preset, register_architecture, register_preset
-from .common import hf_common_fields, llama_like_key_map, rope_scaling_to_hf
+from .common import fuse_per_head_qkv, hf_common_fields, llama_like_key_map, rope_scaling_to_hf, split_per_head_qkv
 
 __all__ = [
     "glm4_config", "chatglm_config", "glm_config", "glm130b_config", "glm_from_hf", "glm_to_hf",
@@ -342,51 +342,17 @@ def chatglm_config_to_hf(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-_QKV = re.compile(r"^(?P<attn>transformer\.layers\.\d+\.attention\.)query_key_value\.(?P<kind>weight|bias)$")
-_Q_K_V = re.compile(r"^(?P<attn>transformer\.layers\.\d+\.attention\.)(?P<part>[qkv])_proj\.(?P<kind>weight|bias)$")
+_CHATGLM_ATTENTION = r"transformer\.layers\.\d+\.attention\."
 
 
 def chatglm_from_hf(state_dict: StateDict, config: ModelConfig) -> StateDict:
-    """Split every per-head ``query_key_value`` (rows ``[n_heads, 3, head_dim]``) into ``q/k/v_proj``.
-
-    ``weight [3d, d] → 3 × [d, d]``, ``bias [3d] → 3 × [d]``; the other names are kept.
-    """
-    heads, head_dim, d = config.n_heads, config.resolved_head_dim, config.hidden_size
-    converted: StateDict = {}
-    for name, tensor in state_dict.items():
-        fused = _QKV.match(name)
-        if fused is None:
-            converted[name] = tensor
-            continue
-        expected = (3 * heads * head_dim, d) if fused["kind"] == "weight" else (3 * heads * head_dim,)
-        if tuple(tensor.shape) != expected:
-            raise ValueError(f"{name}: expected shape {expected}, got {tuple(tensor.shape)}")
-        per_head = tensor.reshape(heads, 3, head_dim, *tensor.shape[1:])
-        for index, part in enumerate("qkv"):
-            converted[f"{fused['attn']}{part}_proj.{fused['kind']}"] = per_head[:, index].reshape(
-                heads * head_dim, *tensor.shape[1:]
-            )
-    return converted
+    """Split every per-head ``query_key_value`` (rows ``[n_heads, 3, head_dim]``) into ``q/k/v_proj``."""
+    return split_per_head_qkv(state_dict, config, _CHATGLM_ATTENTION)
 
 
 def chatglm_to_hf(state_dict: StateDict, config: ModelConfig) -> StateDict:
     """Inverse of :func:`chatglm_from_hf`: interleave Q, K, V per head into ``query_key_value``."""
-    heads, head_dim = config.n_heads, config.resolved_head_dim
-    converted: StateDict = {}
-    parts: dict[tuple[str, str], dict[str, Tensor]] = {}
-    for name, tensor in state_dict.items():
-        split = _Q_K_V.match(name)
-        if split:
-            parts.setdefault((split["attn"], split["kind"]), {})[split["part"]] = tensor
-        else:
-            converted[name] = tensor
-    for (attn, kind), pieces in parts.items():
-        if set(pieces) != set("qkv"):
-            raise KeyError(f"{attn}query_key_value.{kind}: needs q, k and v projections, got {sorted(pieces)}")
-        rest = pieces["q"].shape[1:]
-        per_head = torch.stack([pieces[p].reshape(heads, head_dim, *rest) for p in "qkv"], dim=1)
-        converted[f"{attn}query_key_value.{kind}"] = per_head.reshape(3 * heads * head_dim, *rest)
-    return converted
+    return fuse_per_head_qkv(state_dict, config, _CHATGLM_ATTENTION)
 
 
 def _chatglm_key_map() -> tuple[tuple[str, str], ...]:

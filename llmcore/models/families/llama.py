@@ -19,7 +19,7 @@ from ...ffn import gated_hidden_size
 from ..config import ModelConfig
 from ..decoder import CausalLM
 from ..registry import HFArchitecture, Preset, register_architecture, register_preset
-from .common import hf_common_fields, llama_like_key_map, rope_scaling_to_hf
+from .common import hf_common_fields, hf_common_fields_to_hf, llama_like_key_map
 
 __all__ = ["llama_config", "permute_for_half_split", "from_meta_state_dict"]
 
@@ -73,21 +73,11 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     if config.qkv_bias != config.o_bias:
         raise ValueError("the Hugging Face LLaMA config has one attention_bias for Q/K/V and O")
     return {
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.resolved_kv_heads,
-        "head_dim": config.resolved_head_dim,
-        "intermediate_size": config.intermediate_size,
-        "max_position_embeddings": config.max_positions,
+        **hf_common_fields_to_hf(config),
         "rms_norm_eps": config.norm_eps,
         "hidden_act": config.activation,
         "attention_bias": config.qkv_bias,
         "mlp_bias": config.mlp_bias,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "pad_token_id": config.pad_token_id,
-        **rope_scaling_to_hf(config),
     }
 
 

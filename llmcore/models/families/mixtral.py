@@ -28,7 +28,7 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..decoder import CausalLM
 from ..registry import HFArchitecture, Preset, register_architecture, register_preset
-from .common import hf_common_fields, llama_like_key_map, rope_scaling_to_hf
+from .common import hf_common_fields, hf_common_fields_to_hf, llama_like_key_map
 from .llama import llama_config
 
 __all__ = ["mixtral_config", "mixtral_from_hf", "PUBLISHED_ACTIVE_PARAMETERS"]
@@ -96,23 +96,13 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     if set(config.resolved_layer_kinds) != {expected}:
         raise ValueError(f"ModelConfig.layer_kinds={config.resolved_layer_kinds}: Mixtral uses {expected!r} in every layer")
     return {
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.resolved_kv_heads,
-        "head_dim": config.resolved_head_dim,
-        "intermediate_size": config.intermediate_size,
-        "max_position_embeddings": config.max_positions,
+        **hf_common_fields_to_hf(config),
         "rms_norm_eps": config.norm_eps,
         "hidden_act": config.activation,
         "sliding_window": config.sliding_window,
         "num_local_experts": config.n_experts,
         "num_experts_per_tok": config.experts_per_token,
         _AUX_LOSS_KEY: config.extra.get(_AUX_LOSS_KEY, 0.001),
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "pad_token_id": config.pad_token_id,
-        **rope_scaling_to_hf(config),
     }
 
 
