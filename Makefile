@@ -6,12 +6,13 @@ TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
+ONLY ?=
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := $(VENV)/torch-constraint.txt
 
-.PHONY: lab test course install-course install-dev clean-venv
+.PHONY: lab test bench course install-course install-dev clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ lab: install-course
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make bench` runs every benchmark, `make bench ONLY=name` one of them.
+bench: install-dev
+	$(PY) -m benchmarks.run $(if $(ONLY),--only $(ONLY))
 
 course: install-course
 	$(PY) -m grader generate
