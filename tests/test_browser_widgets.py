@@ -1,0 +1,318 @@
+"""The mask explorer works in a real browser: JupyterLab + ipywidgets in headless Chromium.
+
+The test starts a private JupyterLab on 127.0.0.1 (every Jupyter, IPython and matplotlib folder in
+pytest's temporary directory), opens a notebook that shows ``viz.mask_explorer`` in Debian's
+Chromium driven by Playwright, runs the cell, picks the sliding-window pattern, moves the window
+slider with the arrow keys and checks that the slider and the picture both changed. Screenshots
+before and after are kept in the temporary directory (their paths are printed). The page may only
+talk to the local server: any request elsewhere fails the test.
+
+It needs ``/usr/bin/chromium`` (``apt-get install chromium chromium-driver``; CI installs it) and
+pip's ``playwright`` (the dev extra). Never ``playwright install``: the test uses Debian's browser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SKIP_NO_CHROMIUM = "Chromium not installed: apt-get install chromium chromium-driver (see README)"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+if not CHROMIUM.exists():
+    pytest.skip(SKIP_NO_CHROMIUM, allow_module_level=True)
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    pytest.skip("playwright not installed: pip install -e '.[dev]' (never `playwright install`)", allow_module_level=True)
+for _module in ("jupyterlab", "ipywidgets", "matplotlib"):
+    try:
+        __import__(_module)
+    except ImportError:
+        pytest.skip(f"{_module} not installed: pip install -e '.[course]'", allow_module_level=True)
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Every host name but the loopback address resolves to nothing, so nothing can leave the machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
+LOCAL_SCHEMES = {"data", "blob", "about"}
+
+NOTEBOOK_CELL = "from llmcore import viz\nexplorer = viz.mask_explorer(length=16)\nexplorer"
+ARROW_PRESSES = 3
+TIMEOUT_MS = 60_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_notebook(path: Path, source: str) -> None:
+    notebook = {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "explorer", "metadata": {}, "outputs": [], "source": source}],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server by its PID (it shuts its kernels down), SIGKILL its process group if it hangs.
+
+    Kernels run in sessions of their own but poll their parent (JPY_PARENT_PID) and exit once it is gone.
+    """
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the server was started in a session of its own
+        process.wait(timeout=10)
+
+
+class LabServer:
+    def __init__(self, url: str, token: str, root: Path, log: Path) -> None:
+        self.url, self.token, self.root, self.log = url, token, root, log
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    """A private JupyterLab on 127.0.0.1; stopped by PID whatever happens."""
+    dirs = {name: tmp_path / name for name in ("root", "config", "data", "runtime", "settings", "workspaces", "ipython", "mpl", "exchange")}
+    for folder in dirs.values():
+        folder.mkdir()
+    # Without this the "news" toast appears even with news_url=None.
+    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # nbgrader's lab panels read this (from the config dir); without a writable exchange they show errors.
+    (dirs["config"] / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(dirs['exchange'])!r}\n")
+
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        "JUPYTER_DATA_DIR": str(dirs["data"]),
+        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
+        "IPYTHONDIR": str(dirs["ipython"]),
+        "MPLCONFIGDIR": str(dirs["mpl"]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable, "-m", "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={dirs['root']}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    log = tmp_path / "jupyterlab.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=dirs["root"], env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = LabServer(f"http://127.0.0.1:{port}", token, dirs["root"], log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {process.returncode} before answering:\n{server.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/api/status?token={token}", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer on {server.url} within 60 s:\n{server.log_tail()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in LOCAL_SCHEMES:
+        return True
+    return parts.scheme in {"http", "https", "ws", "wss"} and parts.hostname in LOOPBACK_HOSTS
+
+
+def _picture_src(output) -> str:
+    return output.locator(".widget-output img").first.get_attribute("src") or ""
+
+
+def _selected_label(select) -> str:
+    return select.evaluate("element => element.options[element.selectedIndex].text").strip()
+
+
+def _wait_stable_src(output, different_from: str, quiet: float = 1.0) -> str:
+    """The picture once it differs from ``different_from`` and has not changed for ``quiet`` seconds."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    last, since = _picture_src(output), time.monotonic()
+    while True:
+        time.sleep(0.1)
+        current = _picture_src(output)
+        if current != last:
+            last, since = current, time.monotonic()
+        elif current and current != different_from and time.monotonic() - since >= quiet:
+            return current
+        if time.monotonic() > deadline:
+            pytest.fail("the picture never settled on a new image")
+
+
+def test_mask_explorer_sliding_window_in_chromium(lab: LabServer, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    expect.set_options(timeout=TIMEOUT_MS)
+    _write_notebook(lab.root / "explorer.ipynb", NOTEBOOK_CELL)
+    requests: list[str] = []
+    outside: list[str] = []
+    console_errors: list[str] = []
+    screenshots = tmp_path / "screenshots"
+    screenshots.mkdir()
+    home = tmp_path / "browser-home"
+    home.mkdir()
+
+    def record(url: str) -> None:
+        requests.append(url)
+        if not _is_local(url):
+            outside.append(url)
+
+    def route(route_) -> None:
+        url = route_.request.url
+        if _is_local(url):
+            route_.continue_()
+        else:
+            route_.abort("blockedbyclient")
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")},
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            context.on("request", lambda request: record(request.url))
+            context.route("**/*", route)
+            page.on("websocket", lambda socket_: record(socket_.url))
+            page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+            page.set_default_timeout(TIMEOUT_MS)
+
+            page.goto(f"{lab.url}/lab/tree/explorer.ipynb?token={lab.token}")
+            loaded = time.perf_counter()
+            # Not the execution indicator: it reads idle before the kernel exists.
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
+            idle = time.perf_counter()
+
+            page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
+            page.keyboard.press("Shift+Enter")
+            output = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-Cell-outputArea")
+            dropdown = output.locator(".widget-dropdown select").first
+            expect(dropdown).to_be_visible()
+            expect(output.locator(".widget-output img").first).to_be_visible()
+
+            # Pick the sliding-window pattern by its label, whatever the exact wording. When it is
+            # already selected, leave it for another pattern first: its window slider must hide.
+            labels = [label.strip() for label in dropdown.locator("option").all_inner_texts()]
+            sliding = [label for label in labels if re.search(r"sliding", label, re.IGNORECASE)]
+            assert sliding, f"no sliding-window pattern among the dropdown's options {labels}"
+            window = output.locator(".widget-slider:visible").filter(
+                has=page.locator(".widget-label", has_text=re.compile("window", re.IGNORECASE))
+            )
+            picture = _wait_stable_src(output, different_from="")
+            if _selected_label(dropdown) == sliding[0]:
+                other = next(label for label in labels if not re.search(r"window", label, re.IGNORECASE))
+                dropdown.select_option(label=other)
+                expect(window).to_have_count(0)
+                picture = _wait_stable_src(output, different_from=picture)
+            dropdown.select_option(label=sliding[0])
+            expect(window).to_have_count(1)
+            before_src = _wait_stable_src(output, different_from=picture)
+            handle = window.locator(".noUi-handle[role=slider]")
+            before_value = float(handle.get_attribute("aria-valuenow"))
+            slider_max = float(handle.get_attribute("aria-valuemax"))
+            slider_min = float(handle.get_attribute("aria-valuemin"))
+            key, target = "ArrowRight", before_value + ARROW_PRESSES
+            if target > slider_max:
+                key, target = "ArrowLeft", before_value - ARROW_PRESSES
+            assert slider_min <= target <= slider_max, f"window slider range {slider_min}..{slider_max} is too small to move"
+            before_png = output.locator(".widget-output img").first.screenshot(path=str(screenshots / "picture-before.png"))
+            output.screenshot(path=str(screenshots / "before.png"))
+
+            for _ in range(ARROW_PRESSES):
+                handle.press(key)
+            expect(handle).to_have_attribute("aria-valuenow", re.compile(rf"^{target:g}(\.0+)?$"))
+            expect(window.locator(".widget-readout")).to_have_text(f"{target:g}")
+            after_src = _wait_stable_src(output, different_from=before_src)
+            after_png = output.locator(".widget-output img").first.screenshot(path=str(screenshots / "picture-after.png"))
+            output.screenshot(path=str(screenshots / "after.png"))
+            after_value = float(handle.get_attribute("aria-valuenow"))
+            page.screenshot(path=str(screenshots / "page.png"))
+        except BaseException:
+            failure = screenshots / "failure.png"
+            with contextlib.suppress(Exception):  # never hide the real error behind a dead page
+                page.screenshot(path=str(failure))
+            print(f"failure screenshot: {failure}\nrequests outside loopback: {outside}\nconsole errors: {console_errors}")
+            print(f"JupyterLab log ({lab.log}):\n{lab.log_tail()}")
+            raise
+        finally:
+            context.close()
+
+    elapsed = time.perf_counter() - started
+    print(f"screenshots: {screenshots / 'before.png'} {screenshots / 'after.png'} (page: {screenshots / 'page.png'})")
+    print(
+        f"browser part {elapsed:.1f} s (page loaded {loaded - started:.1f} s, kernel idle {idle - loaded:.1f} s later), "
+        f"{len(requests)} requests, {len(outside)} outside loopback, console errors: {console_errors or 'none'}"
+    )
+    assert not outside, f"the page asked for something outside loopback: {sorted(set(outside))}"
+    assert after_value == target != before_value, f"window slider went {before_value} -> {after_value}, expected {target}"
+    assert after_src != before_src, "the picture did not change when the window slider moved"
+    assert after_png != before_png, "the picture's screenshot did not change when the window slider moved"
+    widget_errors = [text for text in console_errors if "widget" in text.lower() or "model" in text.lower()]
+    assert not widget_errors, f"widget errors in the browser console: {widget_errors}"
