@@ -20,7 +20,9 @@ Typical session:
   python -m grader generate                      # solutions/ -> course/ (commit the result)
   python -m grader init ~/llm-grading            # once per course folder, outside the repo
   python -m grader release ch01_transformer --course-dir ~/llm-grading
-  python -m grader autograde ch01_transformer --course-dir ~/llm-grading --submissions ./inbox
+  python -m grader collect ch01_transformer --course-dir ~/llm-grading ~/Downloads/ch01.zip
+  python -m grader autograde ch01_transformer --course-dir ~/llm-grading --jobs 4
+  python -m grader report ch01_transformer --course-dir ~/llm-grading --csv summary.csv
   python -m grader feedback ch01_transformer --course-dir ~/llm-grading
   python -m grader export --course-dir ~/llm-grading --to grades.csv
 """
@@ -56,21 +58,69 @@ def cmd_release(args):
     return EXIT_OK
 
 
-def cmd_autograde(args):
-    from grader.grading import autograde_chapter, import_submissions
+def cmd_collect(args):
+    from grader.collect import collect
+    from grader.course_folder import course_api
+    from grader.grading import _check_released
 
-    students = None
+    released = _check_released(course_api(args.course_dir), args.chapter)
+    students, unrecognised = collect(args.course_dir, args.chapter, args.source, args.pattern, released)
+    print(f"collected {len(students)} submissions of {args.chapter}: {', '.join(students)}")
+    for name in unrecognised:
+        print(f"unrecognised: {name}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_autograde(args):
+    from grader.grading import FAILED_STATUSES, Limits, autograde_chapter, import_submissions
+
+    students = args.students or None
     if args.submissions:
         students = import_submissions(args.course_dir, args.chapter, args.submissions)
         print(f"imported {len(students)} submissions: {', '.join(students)}")
-    students, failures = autograde_chapter(args.course_dir, args.chapter, students)
-    print(f"autograded {args.chapter} for {len(students)} students; {len(failures)} notebooks failed")
-    for failure in failures:
-        where = f"{failure.student_id}/{failure.notebook or '*'}"
-        print(f"could not grade {where}: {failure.reason}", file=sys.stderr)
+    limits = Limits(
+        cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb,
+        max_output_kb=args.max_output_kb, isolate_network=not args.allow_network,
+    )
+
+    def progress(student, batch):
         if args.verbose:
-            print(failure.log, file=sys.stderr)
-    return EXIT_FAILED if failures else EXIT_OK
+            print(f"  {student}: " + ", ".join(f"{r['notebook']} {r['score']:g}/{r['max_score']:g} {r['status']}"
+                                               for r in batch), flush=True)
+
+    results = autograde_chapter(args.course_dir, args.chapter, students, args.jobs, limits, progress)
+    graded_students = sorted({r["student_id"] for r in results})
+    failed = [r for r in results if r["status"] in FAILED_STATUSES]
+    tampered = [r for r in results if r["status"] == "tampered"]
+    print(f"autograded {args.chapter} for {len(graded_students)} students; "
+          f"{len(failed)} notebooks could not be graded fully; {len(tampered)} tampered")
+    for r in failed:
+        print(f"could not grade {r['student_id']}/{r['notebook']}: {r['status']}: {r['detail']}", file=sys.stderr)
+    for r in tampered:
+        print(f"tampered {r['student_id']}/{r['notebook']}: {r['detail']} (see `report`)", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_report(args):
+    from grader.export import write_csv
+    from grader.grading import _check_released
+    from grader.course_folder import course_api
+    from grader.summary import format_summary, summarise
+
+    _check_released(course_api(args.course_dir), args.chapter)
+    table, averages, entries, problems = summarise(args.course_dir, args.chapter)
+    print(format_summary(args.chapter, table, averages, entries, problems))
+    if args.csv:
+        columns = ["student_id"]
+        for key in table[0] if table else []:
+            if key not in ("student_id", "total", "max"):
+                columns.append(key)
+        write_csv(args.csv, table, columns + ["total", "max"])
+        print(f"wrote {len(table)} rows to {args.csv}")
+    if args.entries_csv:
+        write_csv(args.entries_csv, entries, ["chapter", "student_id", "notebook", "cell", "kind", "severity", "detail"])
+        print(f"wrote {len(entries)} report entries to {args.entries_csv}")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_feedback(args):
@@ -91,7 +141,11 @@ def cmd_export(args):
 
 def build_parser():
     """The argument parser of ``python -m grader`` and its subcommands."""
+    from grader.collect import DEFAULT_PATTERN
     from grader.export import COLUMNS_HELP
+    from grader.grading import Limits
+
+    limits = Limits()
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -131,7 +185,17 @@ def build_parser():
     chapter_and_course_dir(sub)
     solutions_option(sub)
 
-    sub = command("autograde", cmd_autograde, "import submissions (optional) and autograde a chapter")
+    sub = command("collect", cmd_collect, "import submissions from a folder or an LMS zip download")
+    chapter_and_course_dir(sub)
+    sub.add_argument("source", metavar="FOLDER_OR_ZIP", type=Path, help="folder or .zip of submissions")
+    sub.add_argument(
+        "--pattern", default=DEFAULT_PATTERN,
+        help="regular expression (nbgrader zip_collect's named_regexp) matched against each file's full "
+        "path, with groups student_id and file_id (default: <student_id>/[<chapter>/]<notebook>.ipynb "
+        "at any depth: %(default)s)",
+    )
+
+    sub = command("autograde", cmd_autograde, "autograde a chapter in parallel, notebook by notebook, under limits")
     chapter_and_course_dir(sub)
     sub.add_argument(
         "--submissions", type=Path, metavar="FOLDER",
@@ -139,7 +203,27 @@ def build_parser():
         "replacing those students' previous submissions, and grade only them "
         "(default: grade every submission in the course folder)",
     )
-    sub.add_argument("-v", "--verbose", action="store_true", help="print nbgrader's log of failed notebooks")
+    sub.add_argument("--student", dest="students", action="append", metavar="ID",
+                     help="(re)grade only this student's submission (repeatable; default: every submission)")
+    sub.add_argument("-j", "--jobs", type=int, default=None,
+                     help="students graded in parallel (default: number of cores)")
+    sub.add_argument("--cell-timeout", type=int, default=limits.cell_timeout, metavar="S",
+                     help="seconds one cell may run; it is then interrupted (default: %(default)s)")
+    sub.add_argument("--notebook-timeout", type=int, default=limits.notebook_timeout, metavar="S",
+                     help="wall-clock seconds for one notebook; its kernel is then killed (default: %(default)s)")
+    sub.add_argument("--memory-mb", type=int, default=limits.memory_mb, metavar="MB",
+                     help="address-space limit of a kernel, 0 for none (default: %(default)s)")
+    sub.add_argument("--max-output-kb", type=int, default=limits.max_output_kb, metavar="KB",
+                     help="output kept per notebook; the rest is dropped (default: %(default)s)")
+    sub.add_argument("--allow-network", action="store_true",
+                     help="do not run kernels in a network namespace of their own (unshare -n)")
+    sub.add_argument("-v", "--verbose", action="store_true", help="print each student's results as they come")
+
+    sub = command("report", cmd_report,
+                  "summary table (students x notebooks, per-exercise averages) and the tamper and cheat report")
+    chapter_and_course_dir(sub)
+    sub.add_argument("--csv", type=Path, metavar="CSV", help="also write the students x notebooks table here")
+    sub.add_argument("--entries-csv", type=Path, metavar="CSV", help="also write the report entries here")
 
     sub = command("feedback", cmd_feedback, "write feedback HTML for every autograded submission of a chapter")
     chapter_and_course_dir(sub)

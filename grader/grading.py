@@ -1,37 +1,46 @@
-"""Importing, autograding and giving feedback on student submissions in a course folder."""
+"""Importing, autograding and giving feedback on student submissions in a course folder.
+
+Autograding works student by student, in parallel worker processes (``jobs``) over disjoint
+students, so the sqlite gradebook only ever sees one writer per student. For each student:
+
+1. every released notebook is read and checked (:mod:`grader.integrity`): missing and malformed
+   files get their status at once; the others are compared with the release, repaired (deleted or
+   de-tagged tests put back) and staged in ``COURSE_DIR/.staging``; the submitted files are never
+   modified;
+2. nbgrader autogrades the staged notebooks with :class:`grader.sandbox.SandboxExecute` (limits,
+   no network, integrity probes; a dying kernel costs only the tests that did not run);
+3. scores are read back from the gradebook and stored with a status and the report entries
+   (:mod:`grader.report`).
+"""
+import os
 import re
 import shutil
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
-from grader.course_folder import course_api
+from grader.course_folder import course_api, load_course_config
 from grader.errors import GraderError
 
 # Student ids become folder names and nbgrader globs over them.
 STUDENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_@-][\w.@-]*")
-# A traceback's final line, e.g. "nbformat.reader.NotJSONError: Notebook does not appear to be JSON".
-EXCEPTION_LINE = re.compile(r"(\w+\.)*\w*(Error|Exception|Exit)\b.*")
-# nbgrader's generic wrapper, raised after the real error: it names nothing.
-GENERIC_EXCEPTION = "NbGraderException"
+STAGING = ".staging"
+# Imports in a released notebook's locked cells that the grading kernel preloads.
+PRELOAD_PATTERN = re.compile(r"^\s*(?:from|import)\s+(grader\.checks\.\w+|llmcore|torch)\b", re.M)
+FAILED_STATUSES = ("malformed", "timed_out", "kernel_died", "not_graded")
 
 
 @dataclass(frozen=True)
-class GradingFailure:
-    """A notebook (or, with ``notebook=None``, a whole submission) nbgrader could not grade."""
+class Limits:
+    """What one notebook may use while it is graded (see ``python -m grader autograde --help``)."""
 
-    student_id: str
-    notebook: str | None
-    log: str
-
-    @property
-    def reason(self):
-        """The last exception named in nbgrader's log, which usually says what is wrong."""
-        exceptions = [
-            line.strip()
-            for line in self.log.splitlines()
-            if EXCEPTION_LINE.fullmatch(line.strip()) and GENERIC_EXCEPTION not in line
-        ]
-        return exceptions[-1] if exceptions else "see the log (--verbose)"
+    cell_timeout: int = 120
+    notebook_timeout: int = 900
+    memory_mb: int = 4096
+    max_output_kb: int = 10240
+    isolate_network: bool = True
+    threads: int = 0
 
 
 def _submitted_dir(api, student_id, chapter):
@@ -45,15 +54,36 @@ def _find_submitted_notebooks(student_folder, chapter):
     return sorted(folder.glob("*.ipynb"))
 
 
+def check_student_id(student_id, where):
+    if not STUDENT_ID_PATTERN.fullmatch(student_id):
+        raise GraderError(
+            f"{where}: {student_id!r} is not a usable student id (letters, digits, '_', '-', '.', '@')"
+        )
+
+
+def store_submissions(course_dir, chapter, submissions):
+    """Copy ``{student_id: [notebook paths]}`` into the course folder, replacing earlier submissions."""
+    from nbgrader.api import Gradebook
+
+    api = course_api(course_dir)
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        for student_id, notebooks in submissions.items():
+            target = _submitted_dir(api, student_id, chapter)
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            for notebook in notebooks:
+                shutil.copy2(notebook, target / Path(notebook).name)
+            gradebook.update_or_create_student(student_id)
+    return list(submissions)
+
+
 def import_submissions(course_dir, chapter, submissions_dir):
     """Copy ``submissions_dir/<student>/[<chapter>/]*.ipynb`` into the course folder.
 
     Each student's previous submission of ``chapter`` is replaced and the student
     is registered in the gradebook. Returns the imported student ids.
     """
-    from nbgrader.api import Gradebook
-
-    api = course_api(course_dir)
     submissions_dir = Path(submissions_dir)
     if not submissions_dir.is_dir():
         raise GraderError(f"submissions folder {submissions_dir} does not exist")
@@ -61,11 +91,7 @@ def import_submissions(course_dir, chapter, submissions_dir):
     for student_folder in sorted(p for p in submissions_dir.iterdir() if p.is_dir()):
         if student_folder.name.startswith((".", "__")):
             continue  # .ipynb_checkpoints, __MACOSX and the like
-        if not STUDENT_ID_PATTERN.fullmatch(student_folder.name):
-            raise GraderError(
-                f"{student_folder}: {student_folder.name!r} is not a usable student id "
-                "(letters, digits, '_', '-', '.', '@')"
-            )
+        check_student_id(student_folder.name, student_folder)
         notebooks = _find_submitted_notebooks(student_folder, chapter)
         if notebooks:
             imported[student_folder.name] = notebooks
@@ -74,16 +100,7 @@ def import_submissions(course_dir, chapter, submissions_dir):
             f"no notebooks in {submissions_dir}: expected <student_id>/<notebook>.ipynb "
             f"or <student_id>/{chapter}/<notebook>.ipynb"
         )
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        for student_id, notebooks in imported.items():
-            target = _submitted_dir(api, student_id, chapter)
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            for notebook in notebooks:
-                shutil.copy2(notebook, target / notebook.name)
-            gradebook.update_or_create_student(student_id)
-    return list(imported)
+    return store_submissions(course_dir, chapter, imported)
 
 
 def _check_released(api, chapter):
@@ -91,12 +108,13 @@ def _check_released(api, chapter):
 
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
         try:
-            gradebook.find_assignment(chapter)
+            assignment = gradebook.find_assignment(chapter)
         except MissingEntry:
             raise GraderError(
                 f"chapter {chapter!r} was never released in this course folder: "
                 f"run python -m grader release {chapter} first"
             ) from None
+        return sorted(notebook.name for notebook in assignment.notebooks)
 
 
 def submitted_students(api, chapter):
@@ -105,49 +123,242 @@ def submitted_students(api, chapter):
     return sorted(p.parent.name for p in submitted.glob(f"*/{chapter}") if p.is_dir())
 
 
-def _output(result):
-    """nbgrader's log and traceback from the result of an API call."""
-    return result.get("log", "") + result.get("error", "")
+def _preload_modules(release_dir):
+    import nbformat
+
+    found = set()
+    for notebook in sorted(Path(release_dir).glob("*.ipynb")):
+        for cell in nbformat.read(notebook, as_version=4).cells:
+            if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("locked"):
+                found.update(PRELOAD_PATTERN.findall(cell.source))
+    found.update({"torch"} if found else set())
+    return ",".join(sorted(found))
 
 
-def _autograde_notebook(api, chapter, student_id, notebook):
+def grading_config(course_dir, chapter, limits):
+    """The course's nbgrader config with the sandboxed executor and ``limits``."""
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (
+        AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades,
+    )
+
+    from grader.sandbox import SandboxExecute
+
+    config = load_course_config(course_dir)
+    root = Path(config.CourseDirectory.root)
+    config.Autograde.autograde_preprocessors = [
+        SandboxExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+        AssignLatePenalties, CheckCellMetadata,
+    ]
+    config.Execute.timeout = limits.cell_timeout
+    config.SandboxExecute.notebook_timeout = limits.notebook_timeout
+    config.SandboxExecute.memory_mb = limits.memory_mb
+    config.SandboxExecute.max_output_kb = limits.max_output_kb
+    config.SandboxExecute.isolate_network = limits.isolate_network
+    config.SandboxExecute.threads = limits.threads
+    release = root / config.CourseDirectory.release_directory / chapter
+    config.SandboxExecute.preload = _preload_modules(release)
+    return config
+
+
+_APIS = {}
+
+
+def _grading_api(course_dir, chapter, limits):
+    from grader.nbgrader_setup import make_api
+
+    key = (str(course_dir), chapter, limits)
+    if key not in _APIS:
+        _APIS[key] = make_api(grading_config(course_dir, chapter, limits))
+    return _APIS[key]
+
+
+def _result(student, chapter, notebook, status, max_score, detail="", score=0.0, entries=(), cells=None):
+    return {
+        "student_id": student, "chapter": chapter, "notebook": notebook, "status": status,
+        "score": float(score), "max_score": float(max_score), "detail": detail,
+        "entries": [dict(asdict(e), severity=e.severity) for e in entries], "cells": cells or {},
+    }
+
+
+def grade_student(course_dir, chapter, student, limits):
+    """Grade every released notebook of ``chapter`` for ``student``; return one result dict each."""
+    import nbformat
+    from nbgrader.api import Gradebook, MissingEntry
     from nbgrader.utils import temp_attrs
 
-    with temp_attrs(api.coursedir, notebook_id=notebook):
-        return api.autograde(chapter, student_id, force=True, create=True)
+    from grader import integrity, sandbox
+
+    api = _grading_api(course_dir, chapter, limits)
+    coursedir = api.coursedir
+    root = Path(coursedir.root)
+    release_dir = Path(coursedir.format_path(coursedir.release_directory, ".", chapter))
+    submitted = _submitted_dir(api, student, chapter)
+    staging = root / STAGING / student / chapter
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for extra in ("timestamp.txt",):
+        if (submitted / extra).is_file():
+            shutil.copy2(submitted / extra, staging / extra)
+
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        max_scores = {nb.name: nb.max_score for nb in gradebook.find_assignment(chapter).notebooks}
+    results, staged = {}, {}
+    for name, max_score in sorted(max_scores.items()):
+        path = submitted / f"{name}.ipynb"
+        if not path.is_file():
+            results[name] = _result(student, chapter, name, "missing", max_score, "no such file submitted")
+            continue
+        nb, problem = integrity.read_submission(path)
+        if problem:
+            results[name] = _result(student, chapter, name, "malformed", max_score, problem)
+            continue
+        analysis = integrity.analyse(nb, nbformat.read(release_dir / f"{name}.ipynb", as_version=4))
+        if analysis.wrong_notebook:
+            results[name] = _result(
+                student, chapter, name, "malformed", max_score,
+                f"wrong notebook: none of the cells released in {name} are in it",
+            )
+            continue
+        nbformat.write(analysis.notebook, staging / f"{name}.ipynb")
+        staged[name] = analysis.entries
+
+    failures = {}
+    if staged:
+        for name in staged:
+            sandbox.RUNS.pop((student, name), None)
+        with temp_attrs(coursedir, submitted_directory=str(Path(STAGING))):
+            outcome = api.autograde(chapter, student, force=True, create=True)
+            if not outcome["success"]:  # unexpected: retry notebook by notebook so the others survive
+                for name in staged:
+                    with temp_attrs(coursedir, notebook_id=name):
+                        retry = api.autograde(chapter, student, force=True, create=True)
+                    if not retry["success"]:
+                        failures[name] = _reason(retry.get("log", "") + retry.get("error", ""))
+    autograded = Path(coursedir.format_path(coursedir.autograded_directory, student, chapter))
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        for name, entries in staged.items():
+            max_score = max_scores[name]
+            if name in failures or not (autograded / f"{name}.ipynb").is_file():
+                results[name] = _result(student, chapter, name, "not_graded", max_score,
+                                        failures.get(name, "nbgrader wrote no autograded notebook"), entries=entries)
+                continue
+            try:
+                submission = gradebook.find_submission_notebook(name, chapter, student)
+            except MissingEntry:
+                results[name] = _result(student, chapter, name, "not_graded", max_score, "not in the gradebook")
+                continue
+            cells = {grade.name: (float(grade.score), float(grade.max_score)) for grade in submission.grades}
+            run = sandbox.RUNS.get((student, name), {})
+            entries = list(entries)
+            for item in run.get("integrity", []):
+                entries.append(integrity.Entry("checks_modified", item["cell"], item["detail"]))
+            for event in run.get("network", []):
+                entries.append(integrity.Entry("network_attempt", None, event))
+            if run.get("network") and not run.get("isolated"):
+                entries.append(integrity.Entry("network_not_isolated", None,
+                                               "this OS did not allow `unshare -n`: the network was reachable"))
+            if run.get("output_dropped_bytes"):
+                entries.append(integrity.Entry("output_truncated", None,
+                                               f"{run['output_dropped_bytes']} bytes of output dropped"))
+            graded_nb = nbformat.read(autograded / f"{name}.ipynb", as_version=4)
+            entries += integrity.reference_calls(graded_nb)
+            slow = integrity.timed_out_cells(graded_nb)
+            status, detail = "graded", ""
+            if run.get("status") in ("timed_out", "kernel_died"):
+                status, detail = run["status"], run.get("detail", "")
+            elif slow:
+                status = "timed_out"
+                detail = f"cell limit of {limits.cell_timeout} s reached in: {', '.join(slow)}"
+            elif any(entry.severity == "tamper" for entry in entries):
+                status = "tampered"
+                detail = "; ".join(sorted({entry.kind for entry in entries if entry.severity == "tamper"}))
+            results[name] = _result(student, chapter, name, status, max_score, detail,
+                                    score=submission.score, entries=entries, cells=cells)
+    shutil.rmtree(staging, ignore_errors=True)
+    return [results[name] for name in sorted(results)]
 
 
-def autograde_chapter(course_dir, chapter, students=None):
-    """Autograde every submission of ``chapter`` (or only ``students``).
+def _reason(log):
+    lines = [line.strip() for line in log.splitlines() if re.search(r"(Error|Exception)\b", line)]
+    lines = [line for line in lines if "NbGraderException" not in line]
+    return lines[-1][:300] if lines else "nbgrader failed (see its log)"
 
-    nbgrader drops a whole submission when one of its notebooks cannot be
-    graded (kernel death, invalid JSON), so a failed submission is graded again
-    notebook by notebook to keep the grades of the others. Returns the graded
-    student ids and the list of ``GradingFailure``.
+
+def _worker_init():
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"nbgrader\..*")
+    warnings.filterwarnings("ignore", message=".*MissingIDField.*")
+
+
+def default_jobs():
+    return os.cpu_count() or 1
+
+
+def autograde_chapter(course_dir, chapter, students=None, jobs=None, limits=None, progress=None):
+    """Autograde ``chapter`` for every submitting student (or ``students``), ``jobs`` at a time.
+
+    Returns the result dicts (one per student x released notebook), also stored in the gradebook.
     """
+    from grader import report
+
     api = course_api(course_dir)
     _check_released(api, chapter)
     students = submitted_students(api, chapter) if students is None else list(students)
     if not students:
         raise GraderError(f"no submissions of {chapter!r} in {course_dir}; import some with --submissions")
-    failures = []
-    for student_id in students:
-        result = api.autograde(chapter, student_id, force=True, create=True)
-        if result["success"]:
-            continue
-        notebooks = sorted(_submitted_dir(api, student_id, chapter).glob("*.ipynb"))
-        if not notebooks:
-            failures.append(GradingFailure(student_id, None, _output(result)))
-        for notebook in notebooks:
-            retry = _autograde_notebook(api, chapter, student_id, notebook.stem)
-            if not retry["success"]:
-                failures.append(GradingFailure(student_id, notebook.stem, _output(retry)))
-    return students, failures
+    jobs = max(1, min(jobs or default_jobs(), len(students)))
+    limits = limits or Limits()
+    if jobs > 1 and not limits.threads:
+        limits = Limits(**{**asdict(limits), "threads": max(1, default_jobs() // jobs)})
+    results = []
+    if jobs == 1:
+        _worker_init()
+        for student in students:
+            batch = grade_student(course_dir, chapter, student, limits)
+            report.store_results(api.coursedir, batch)
+            results += batch
+            if progress:
+                progress(student, batch)
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+            futures = [(s, pool.submit(grade_student, str(course_dir), chapter, s, limits)) for s in students]
+            for student, future in futures:
+                try:
+                    batch = future.result()
+                except Exception as error:  # a crashed worker: the student's notebooks are not graded
+                    batch = [
+                        _result(student, chapter, name, "not_graded", 0, f"grading worker failed: {error}")
+                        for name in _check_released(api, chapter)
+                    ]
+                report.store_results(api.coursedir, batch)
+                results += batch
+                if progress:
+                    progress(student, batch)
+    return results
+
+
 
 
 def generate_feedback(course_dir, chapter):
-    """Write feedback HTML for every autograded submission of ``chapter``; return the files."""
-    api = course_api(course_dir)
+    """Write feedback HTML for every autograded submission of ``chapter``; return the files.
+
+    Hidden tests are removed from the cells, and the tracebacks of failed tests are replaced by the
+    check's message, so the feedback never shows hidden-test source.
+    """
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+
+    from grader.feedback import HideTestTracebacks
+    from grader.nbgrader_setup import make_api
+
+    config = load_course_config(course_dir)
+    config.GenerateFeedback.preprocessors = [
+        GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests, HideTestTracebacks,
+    ]
+    api = make_api(config)
     _check_released(api, chapter)
     result = api.generate_feedback(chapter)
     if not result["success"]:

@@ -54,6 +54,10 @@ def base_config(
     # Without this, a test cell the student deleted is silently never graded.
     c.OverwriteCells.add_missing_cells = True
     c.Execute.timeout = CELL_TIMEOUT_S
+    # `nbgrader zip_collect` matches this against the full extracted path (hence the leading .*/).
+    from grader.collect_pattern import DEFAULT_PATTERN
+
+    c.FileNameCollectorPlugin.named_regexp = DEFAULT_PATTERN
 
     for folder in [instructor, instructor / "exchange"]:
         folder.mkdir(parents=True, exist_ok=True)

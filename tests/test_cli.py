@@ -11,7 +11,7 @@ from grader.nbgrader_setup import CODE_STUB
 from nbg_cli import grader
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ["generate", "init", "release", "autograde", "feedback", "export"]
+SUBCOMMANDS = ["generate", "init", "release", "collect", "autograde", "report", "feedback", "export"]
 
 
 def test_module_entry_point_lists_every_subcommand():

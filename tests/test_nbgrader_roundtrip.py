@@ -99,9 +99,9 @@ def synthetic(tmp_path_factory):
 
     write_submission(inbox, "broken", {ARITHMETIC: "{ not a notebook", TEXT: complete()[TEXT]})
 
-    def graded(student, scores):
+    def graded(student, scores, status="graded"):
         return {
-            (student, Path(name).stem): (float(score), float(total[name]), "graded")
+            (student, Path(name).stem): (float(score), float(total[name]), status)
             for name, score in scores.items()
         }
 
@@ -112,10 +112,12 @@ def synthetic(tmp_path_factory):
         **graded("complete", total),
         **graded("untouched", {ARITHMETIC: 0, TEXT: 0}),
         **graded("wrong_mul", {ARITHMETIC: arithmetic_without("mul"), TEXT: total[TEXT]}),
-        **graded("tampered_right", total),
-        **graded("tampered_wrong", {ARITHMETIC: arithmetic_without("add"), TEXT: total[TEXT]}),
+        # Restored tests are graded for real; the status says the tests were tampered with.
+        **graded("tampered_right", total, "tampered"),
+        **graded("tampered_wrong", {ARITHMETIC: arithmetic_without("add")}, "tampered"),
+        **graded("tampered_wrong", {TEXT: total[TEXT]}),
         **graded("broken", {TEXT: total[TEXT]}),
-        ("broken", "01_arithmetic"): (0.0, float(total[ARITHMETIC]), "not_graded"),
+        ("broken", "01_arithmetic"): (0.0, float(total[ARITHMETIC]), "malformed"),
     }
     runs = {
         "autograde": grader("autograde", SYNTHETIC, "--course-dir", course, "--submissions", inbox),
@@ -129,7 +131,7 @@ def test_autograde_names_the_notebook_it_could_not_grade(synthetic):
     run = synthetic["runs"]["autograde"]
     assert run.rc == 1
     assert "imported 6 submissions" in run.out
-    assert "could not grade broken/01_arithmetic: nbformat.reader.NotJSONError" in run.err
+    assert "could not grade broken/01_arithmetic: malformed: not JSON" in run.err
     assert "complete/" not in run.err and "broken/02_text" not in run.err
 
 
@@ -151,7 +153,7 @@ def test_feedback_exists_for_every_graded_notebook(synthetic):
     assert run.rc == 0, run.err
     feedback = synthetic["course"] / "feedback"
     written = {(p.parts[-3], p.stem) for p in feedback.glob(f"*/{SYNTHETIC}/*.html")}
-    graded = {key for key, (_, _, status) in synthetic["expected"].items() if status == "graded"}
+    graded = {key for key, (_, _, status) in synthetic["expected"].items() if status in ("graded", "tampered")}
     assert written == graded
     html = (feedback / "wrong_mul" / SYNTHETIC / "01_arithmetic.html").read_text()
     assert "Score: 3.0 / 7.0" in html
@@ -176,7 +178,7 @@ def test_a_student_can_resubmit_and_is_graded_again(synthetic, tmp_path):
     assert "autograded ch90_synthetic for 1 students" in run.out
     grades = read_grades(grader_export(synthetic["course"], tmp_path / "again.csv"))
     assert grades[("untouched", "02_text")] == (5.0, 5.0, "graded")
-    assert grades[("untouched", "01_arithmetic")] == (0.0, 7.0, "not_submitted")
+    assert grades[("untouched", "01_arithmetic")] == (0.0, 7.0, "missing")
     assert grades[("complete", "01_arithmetic")] == (7.0, 7.0, "graded")
 
 
