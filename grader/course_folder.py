@@ -7,9 +7,12 @@ included) run inside it behave like ``python -m grader``.
 
 Layout: ``source/`` (snapshot of the released chapters' solutions), ``release/``,
 ``submitted/<student>/<chapter>/``, ``autograded/``, ``feedback/``,
-``gradebook.db`` and ``exchange/``.
+``gradebook.db``, ``exchange/`` and ``.release_history/`` (every released version of each
+notebook, so that a submission of an earlier release is not taken for tampering).
 """
+import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 
 from grader.errors import GraderError
@@ -18,6 +21,8 @@ from grader.nbgrader_setup import CONFIG_FILENAME, make_api
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
+# Every released version of each notebook: COURSE_DIR/.release_history/<chapter>/<notebook>/<hash>.ipynb
+RELEASE_HISTORY = ".release_history"
 
 CONFIG_TEMPLATE = '''\
 """nbgrader configuration of an llmcore instructor course folder.
@@ -88,10 +93,45 @@ def release_chapter(course_dir, chapter, solutions_dir=SOLUTIONS_DIR):
         available = ", ".join(find_chapters(solutions_dir)) if solutions_dir.is_dir() else ""
         raise GraderError(f"no chapter {chapter!r} in {solutions_dir} (available: {available or 'none'})")
     snapshot = Path(api.coursedir.format_path(api.coursedir.source_directory, ".", chapter))
-    if snapshot.exists():
-        shutil.rmtree(snapshot)
-    shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns(*api.coursedir.ignore))
-    result = api.generate_assignment(chapter, force=True, create=True)
-    if not result["success"]:
-        raise GraderError.from_nbgrader(f"release {chapter}", result)
-    return Path(api.coursedir.format_path(api.coursedir.release_directory, ".", chapter))
+    release = Path(api.coursedir.format_path(api.coursedir.release_directory, ".", chapter))
+    root = Path(api.coursedir.root)
+    _archive_release(root, chapter, release)  # a folder released before the history existed
+    gradebook = Path(api.coursedir.db_url.removeprefix("sqlite:///"))
+    with tempfile.TemporaryDirectory(prefix=".release-backup-", dir=root) as backup:
+        # a failed re-release (say, a renamed test cell once submissions exist) changes nothing
+        saved = {path: Path(backup) / name for path, name in
+                 ((snapshot, "source"), (release, "release"), (gradebook, "gradebook.db")) if path.exists()}
+        for path, copy in saved.items():
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
+        if snapshot.exists():
+            shutil.rmtree(snapshot)
+        shutil.copytree(source, snapshot, ignore=shutil.ignore_patterns(*api.coursedir.ignore))
+        result = api.generate_assignment(chapter, force=True, create=True)
+        if not result["success"]:
+            for path in (snapshot, release):
+                if path.exists():
+                    shutil.rmtree(path)
+            for path, copy in saved.items():
+                (shutil.copytree if copy.is_dir() else shutil.copy2)(copy, path)
+            raise GraderError.from_nbgrader(f"release {chapter}", result)
+    _archive_release(root, chapter, release)
+    return release
+
+
+def _archive_release(root, chapter, release):
+    """Keep a copy of every released version of each notebook of ``chapter`` (by content)."""
+    for path in sorted(Path(release).glob("*.ipynb")) if Path(release).is_dir() else []:
+        data = path.read_bytes()
+        target = Path(root) / RELEASE_HISTORY / chapter / path.stem / f"{hashlib.sha256(data).hexdigest()[:16]}.ipynb"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+
+def released_versions(root, chapter, notebook):
+    """Paths of every version of ``notebook`` of ``chapter`` released in the course folder at ``root``.
+
+    A student may hand in a notebook fetched before the instructor fixed a test and re-released
+    the chapter; the test cells of any released version are then not the student's edits.
+    """
+    return sorted((Path(root) / RELEASE_HISTORY / chapter / notebook).glob("*.ipynb"))

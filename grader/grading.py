@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from grader.course_folder import course_api, load_course_config
+from grader.course_folder import course_api, load_course_config, released_versions
 from grader.errors import GraderError
 
 # Student ids become folder names and nbgrader globs over them.
@@ -214,7 +214,10 @@ def grade_student(course_dir, chapter, student, limits):
         if problem:
             results[name] = _result(student, chapter, name, "malformed", max_score, problem)
             continue
-        analysis = integrity.analyse(nb, nbformat.read(release_dir / f"{name}.ipynb", as_version=4))
+        current = release_dir / f"{name}.ipynb"
+        earlier = [nbformat.read(version, as_version=4)
+                   for version in released_versions(root, chapter, name) if version.read_bytes() != current.read_bytes()]
+        analysis = integrity.analyse(nb, nbformat.read(current, as_version=4), earlier)
         if analysis.wrong_notebook:
             results[name] = _result(
                 student, chapter, name, "malformed", max_score,

@@ -104,11 +104,29 @@ def _label(meta):
     return "answer_cell"
 
 
-def analyse(submission, release):
-    """Compare ``submission`` with ``release`` (both NotebookNodes); return an :class:`Analysis`."""
+def analyse(submission, release, earlier=()):
+    """Compare ``submission`` with ``release`` (both NotebookNodes); return an :class:`Analysis`.
+
+    ``earlier`` are the versions of the notebook released before ``release`` (the instructor fixed
+    a test and re-released): a locked or test cell exactly as one of them released it is no edit;
+    it is brought up to date with ``release`` like any other cell.
+    """
     nb = copy.deepcopy(submission)
     cells = nb.cells
     release_cells = [cell for cell in release.cells if _meta(cell).get("grade_id")]
+    versions = {}  # grade_id -> [every released version of that cell], the current one first
+    for version in [release, *earlier]:
+        for cell in version.cells:
+            grade_id = _meta(cell).get("grade_id")
+            if grade_id:
+                versions.setdefault(grade_id, []).append(cell)
+
+    def released_sources(rcell):
+        return {version.source for version in versions[_meta(rcell)["grade_id"]]
+                if version.cell_type == rcell.cell_type}
+
+    def released_flags(rcell):
+        return [(_flags(_meta(version)), version.cell_type) for version in versions[_meta(rcell)["grade_id"]]]
     entries = []
     matched = {}  # release grade_id -> index into `cells`
     by_id = {}
@@ -134,7 +152,7 @@ def analyse(submission, release):
         if meta["grade_id"] in matched or not meta.get("locked") or not rcell.source.strip():
             continue
         for index, cell in enumerate(cells):
-            if free(index) and cell.cell_type == rcell.cell_type and cell.source == rcell.source:
+            if free(index) and cell.cell_type == rcell.cell_type and cell.source in released_sources(rcell):
                 matched[meta["grade_id"]] = index
                 used.add(index)
                 entries.append(Entry(f"{_label(meta)}_detagged", meta["grade_id"],
@@ -145,7 +163,7 @@ def analyse(submission, release):
     # Evidence that this is the released notebook: a locked cell's exact text, or an answer cell's id.
     sources = {cell.source for cell in cells}
     evidence = sum(1 for cell in release_cells if _meta(cell).get("locked") and cell.source.strip()
-                   and cell.source in sources)
+                   and {source for source in released_sources(cell) if source.strip()} & sources)
     evidence += sum(1 for cell in release_cells if _meta(cell).get("solution")
                     and _meta(cell)["grade_id"] in by_id and _meta(cells[by_id[_meta(cell)["grade_id"]]]).get("solution"))
     if not matched or not evidence:
@@ -179,7 +197,9 @@ def analyse(submission, release):
             continue
         cell = cells[matched[grade_id]]
         got = _meta(cell)
-        if _flags(got) != _flags(meta) or cell.cell_type != rcell.cell_type:
+        if (_flags(got), cell.cell_type) in released_flags(rcell)[1:] and cell.cell_type == rcell.cell_type:
+            cell.metadata["nbgrader"] = copy.deepcopy(dict(meta))  # an earlier release: bring it up to date
+        elif _flags(got) != _flags(meta) or cell.cell_type != rcell.cell_type:
             changed = [key for key in META_KEYS if _flags(got)[key] != _flags(meta)[key]]
             if cell.cell_type != rcell.cell_type:
                 changed.append("cell_type")
@@ -191,7 +211,7 @@ def analyse(submission, release):
                     replacement.source = cell.source
                 cells[matched[grade_id]] = replacement
                 cell = replacement
-        if meta.get("locked") and not meta.get("solution") and cell.source != rcell.source:
+        if meta.get("locked") and not meta.get("solution") and cell.source not in released_sources(rcell):
             entries.append(Entry(f"{_label(meta)}_edited", grade_id, "source changed; restored before grading"))
 
     # 5. put back what is missing, after the cell that precedes it in the release
