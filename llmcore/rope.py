@@ -186,9 +186,11 @@ class RotaryEmbedding(nn.Module):
             # Qwen picks α per sequence, so every row gets its own frequencies: [B, 1, rotary_dim/2].
             lengths = (position_ids.amax(dim=-1) + 1).tolist()
             inv_freq = torch.stack([self._inverse_frequencies_for(int(n)) for n in lengths]).unsqueeze(-2)
+        elif self.scaling is not None and self.scaling.type == "dynamic" and position_ids.numel():
+            # Only dynamic NTK depends on the length; reading it syncs with the device.
+            inv_freq = self._inverse_frequencies_for(int(position_ids.max().item()) + 1)
         else:
-            length = int(position_ids.max().item()) + 1 if position_ids.numel() else 0
-            inv_freq = self._inverse_frequencies_for(length)
+            inv_freq = self.inv_freq
         angles = positions.unsqueeze(-1) * inv_freq
         if self.interleaved:
             angles = angles.repeat_interleave(2, dim=-1)

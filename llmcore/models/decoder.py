@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .. import masks
 from .config import ModelConfig
-from .stack import Embeddings, RelativePositions, TransformerLayer, keep_mask, layer_mask_mod, make_norm
+from .stack import Embeddings, RelativePositions, TransformerLayer, init_weights, keep_mask, layer_mask_mod, make_norm
 
 __all__ = ["CausalLM", "NormHead"]
 
@@ -66,13 +66,7 @@ class CausalLM(nn.Module):
             if config.embedding_size not in (None, config.hidden_size):
                 raise ValueError("ModelConfig.tie_word_embeddings needs embedding_size == hidden_size")
             self.lm_head.weight = self.embeddings.embed_tokens.weight
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     def layer_masks(
         self, keep: Tensor, query_length: int, prefix_lengths: int | Tensor | None = None

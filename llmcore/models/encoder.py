@@ -22,17 +22,9 @@ from torch import Tensor, nn
 from .. import masks
 from ..ffn import get_activation
 from .config import ModelConfig
-from .stack import Embeddings, TransformerLayer, keep_mask, make_norm
+from .stack import Embeddings, TransformerLayer, init_weights, keep_mask, make_norm
 
-__all__ = ["EncoderModel", "Pooler", "MaskedLMHead", "DiscriminatorHead", "MaskedLM", "Discriminator", "init_weights"]
-
-
-def init_weights(module: nn.Module) -> None:
-    """BERT's initialisation: linear and embedding weights ~ N(0, 0.02), biases 0 (norms keep 1/0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
-        nn.init.normal_(module.weight, std=0.02)
-        if not isinstance(module, nn.Embedding) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+__all__ = ["EncoderModel", "Pooler", "MaskedLMHead", "DiscriminatorHead", "MaskedLM", "Discriminator"]
 
 
 def skip_padding_positions(input_ids: Tensor, pad_token_id: int) -> Tensor:

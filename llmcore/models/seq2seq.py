@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .. import masks
 from ..relative_position import RelativePositionBias
 from .config import ModelConfig
-from .stack import Embeddings, TransformerLayer, keep_mask, make_norm
+from .stack import Embeddings, TransformerLayer, init_weights, keep_mask, make_norm
 
 __all__ = ["Seq2SeqLM"]
 
@@ -74,13 +74,7 @@ class Seq2SeqLM(nn.Module):
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         if config.tie_word_embeddings:
             self.lm_head.weight = self.decoder_embeddings.embed_tokens.weight
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     @staticmethod
     def _positions(ids: Tensor) -> Tensor:

@@ -24,7 +24,19 @@ from ..positions import sinusoidal_position_encoding
 from ..rope import Rotary2D, RotaryEmbedding
 from .config import ModelConfig
 
-__all__ = ["make_norm", "make_ffn", "TransformerLayer", "Embeddings", "PositionContext", "layer_mask_mod", "keep_mask"]
+__all__ = [
+    "init_weights", "make_norm", "make_ffn", "TransformerLayer", "Embeddings", "PositionContext", "layer_mask_mod",
+    "keep_mask",
+]
+
+
+def init_weights(module: nn.Module) -> None:
+    """The GPT-2/BERT initialisation every zoo model starts from: linear, embedding and convolution
+    weights ~ N(0, 0.02), biases 0; norms keep their 1/0 (use with ``model.apply``)."""
+    if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
+        nn.init.normal_(module.weight, std=0.02)
+        if not isinstance(module, nn.Embedding) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def make_norm(config: ModelConfig, width: int | None = None) -> nn.Module:
@@ -191,7 +203,7 @@ class Embeddings(nn.Module):
         if config.embedding_scale is not None:
             # Gemma multiplies by √d rounded to the activation dtype; doing the same keeps bf16 exact.
             h = h * torch.tensor(config.embedding_scale, dtype=h.dtype)
-        if int(position_ids.max()) >= config.max_positions and config.position in ("learned", "sinusoidal"):
+        if config.position in ("learned", "sinusoidal") and int(position_ids.max()) >= config.max_positions:
             raise ValueError(f"position {int(position_ids.max())} exceeds max_positions={config.max_positions}")
         if config.position == "learned":
             h = h + self.embed_positions(position_ids + config.position_offset)
