@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cache import CrossAttentionCache, LayerKVCache
 from .rope import Rotary2D, apply_rotary
 
 __all__ = [
@@ -168,6 +169,8 @@ class MultiHeadAttention(nn.Module):
         *,
         rotary: tuple[Tensor, Tensor] | Rotary2D | None = None,
         query_scale: Tensor | None = None,
+        is_causal: bool = False,
+        cache: LayerKVCache | CrossAttentionCache | None = None,
         return_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from ``x`` to ``context``.
@@ -182,31 +185,69 @@ class MultiHeadAttention(nn.Module):
                 :class:`llmcore.rope.RotaryEmbedding`, applied to queries and keys (self-attention),
                 or a :class:`llmcore.rope.Rotary2D` (ChatGLM-6B's two position streams).
             query_scale: ``[L]`` or ``[B, L]`` multipliers of the queries (Qwen's LogN scaling).
+            is_causal: apply the causal mask (``L == S``) on top of ``mask``; with no ``mask`` and no
+                ``bias`` this takes PyTorch's fused causal kernel without building a mask.
+            cache: a :class:`llmcore.cache.LayerKVCache` for self-attention (the new keys/values are
+                appended and attention sees all of them), or a
+                :class:`llmcore.cache.CrossAttentionCache` for cross-attention (``context`` is
+                projected once, then reused).
             return_weights: also return the ``[B, H, L, S]`` weights.
 
         Returns:
             ``[B, L, d_model]`` (and the weights if asked).
+
+        Without ``return_weights`` (or :func:`record_attention`) the product runs in
+        ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, grouped heads without
+        copies); with them it runs in :func:`scaled_dot_product_attention`, the readable reference.
         """
-        context = x if context is None else context
         q = split_heads(self.q_proj(x), self.n_heads)
-        k = split_heads(self.k_proj(context), self.n_kv_heads)
-        v = split_heads(self.v_proj(context), self.n_kv_heads)
-        n_rep = self.n_heads // self.n_kv_heads
+        if isinstance(cache, CrossAttentionCache) and cache.filled:
+            assert cache.keys is not None and cache.values is not None
+            k, v = cache.keys, cache.values
+        else:
+            context = x if context is None else context
+            k = split_heads(self.k_proj(context), self.n_kv_heads)
+            v = split_heads(self.v_proj(context), self.n_kv_heads)
         if isinstance(rotary, Rotary2D):
             q = rotary.apply(q, interleaved=self.rotary_interleaved)
             k = rotary.apply(k, interleaved=self.rotary_interleaved)
         elif rotary is not None:
             cos, sin = rotary
-            q = apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved)
-            k = apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved)
+            if q.shape[2] == k.shape[2]:
+                # One rotation of queries and keys together: half the operations of two.
+                rotated = apply_rotary(torch.cat([q, k], dim=1), cos, sin, interleaved=self.rotary_interleaved)
+                q, k = rotated.split([self.n_heads, self.n_kv_heads], dim=1)
+            else:
+                q = apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved)
+                k = apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved)
         if query_scale is not None:
             q = q * query_scale.to(q.dtype).reshape(-1, 1, q.shape[2], 1)
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        out, weights = scaled_dot_product_attention(
-            q, k, v, mask, bias, scale=self.scale, dropout_p=self.dropout if self.training else 0.0, return_weights=True
-        )
-        if self.weight_sink is not None:
-            self.weight_sink.append(weights.detach())
+        if isinstance(cache, CrossAttentionCache):
+            if not cache.filled:
+                cache.store(k, v)
+        elif cache is not None:
+            k, v = cache.update(k, v)
+        if is_causal and (mask is not None or bias is not None or return_weights or self.weight_sink is not None):
+            causal = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
+            mask, is_causal = (causal if mask is None else mask & causal), False
+        dropout_p = self.dropout if self.training else 0.0
+        if return_weights or self.weight_sink is not None:
+            n_rep = self.n_heads // self.n_kv_heads
+            out, weights = scaled_dot_product_attention(
+                q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, bias,
+                scale=self.scale, dropout_p=dropout_p, return_weights=True,
+            )
+            if self.weight_sink is not None:
+                self.weight_sink.append(weights.detach())
+        else:
+            if bias is not None:
+                scores_mask = bias.to(q.dtype) if mask is None else bias.to(q.dtype).masked_fill(~mask, float("-inf"))
+            else:
+                scores_mask = mask
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=scores_mask, dropout_p=dropout_p, is_causal=is_causal, scale=self.scale,
+                enable_gqa=self.n_heads != self.n_kv_heads,
+            )
         out = self.o_proj(merge_heads(out))
         return (out, weights) if return_weights else out
 

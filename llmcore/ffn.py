@@ -18,6 +18,12 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def optional_dropout(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or ``nn.Identity()`` when ``p == 0``: a no-op module still costs a call on
+    every token of generation."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def get_activation(name: str) -> Callable[[Tensor], Tensor]:
     """Look up an activation by name; an unknown name raises an error listing the known ones."""
     try:
@@ -42,7 +48,7 @@ class FeedForward(nn.Module):
         self.activation = get_activation(activation)
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = optional_dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(self.dropout(self.activation(self.up_proj(x))))
@@ -80,7 +86,7 @@ class GatedFeedForward(nn.Module):
         self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = optional_dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(self.dropout(self.activation(self.gate_proj(x)) * self.up_proj(x)))

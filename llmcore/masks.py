@@ -44,6 +44,7 @@ __all__ = [
     "or_masks",
     "not_mask",
     "dense_mask",
+    "dense_mask_at",
     "strided_mask",
     "strided_local_mask",
     "strided_column_mask",
@@ -198,6 +199,20 @@ def dense_mask(
     if keep.dtype != torch.bool:
         raise TypeError(f"dense_mask: mask_mod must return a boolean tensor, got {keep.dtype}")
     return keep.expand(batch_size, n_heads, q_len, kv_len)
+
+
+def dense_mask_at(mask_mod: MaskMod, batch_size: int, q_positions: Tensor, kv_positions: Tensor) -> Tensor:
+    """Like :func:`dense_mask` for arbitrary absolute positions: ``[batch_size, 1, Lq, Lkv]``.
+
+    ``q_positions [Lq]`` and ``kv_positions [Lkv]`` are integer tensors. A KV cache needs this when
+    its keys are not ``0 … S−1`` in order (the rolling buffer of a sliding-window layer).
+    """
+    b = torch.arange(batch_size, device=q_positions.device).view(-1, 1, 1, 1)
+    h = torch.zeros(1, 1, 1, 1, dtype=torch.long, device=q_positions.device)
+    keep = mask_mod(b, h, q_positions.view(1, 1, -1, 1), kv_positions.view(1, 1, 1, -1))
+    if keep.dtype != torch.bool:
+        raise TypeError(f"dense_mask_at: mask_mod must return a boolean tensor, got {keep.dtype}")
+    return keep.expand(batch_size, 1, q_positions.shape[0], kv_positions.shape[0])
 
 
 # --------------------------------------------------------------------------------------------------

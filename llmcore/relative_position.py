@@ -83,9 +83,11 @@ class RelativePositionBias(nn.Module):
         _bucket_sizes(bidirectional, num_buckets, max_distance)
         self.relative_attention_bias = nn.Embedding(num_buckets, n_heads)
 
-    def forward(self, query_length: int, key_length: int) -> Tensor:
+    def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
+        """``[1, H, Q, K]`` for queries at ``query_offset … query_offset+Q−1`` and keys ``0 … K−1``
+        (``query_offset = K − Q`` when decoding with a cache)."""
         device = self.relative_attention_bias.weight.device
-        query = torch.arange(query_length, device=device)[:, None]
+        query = torch.arange(query_offset, query_offset + query_length, device=device)[:, None]
         key = torch.arange(key_length, device=device)[None, :]
         buckets = relative_position_bucket(
             key - query, bidirectional=self.bidirectional, num_buckets=self.num_buckets, max_distance=self.max_distance

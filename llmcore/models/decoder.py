@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import masks
+from ..cache import KVCache, LayerKVCache, RollingKVCache
 from .config import ModelConfig
 from .stack import Embeddings, RelativePositions, TransformerLayer, init_weights, keep_mask, layer_mask_mod, make_norm
 
@@ -69,27 +70,66 @@ class CausalLM(nn.Module):
         self.apply(init_weights)
 
     def layer_masks(
-        self, keep: Tensor, query_length: int, prefix_lengths: int | Tensor | None = None
-    ) -> list[Tensor]:
-        """One boolean ``[B, 1, Q, KV]`` mask per layer (layers of the same kind share one tensor).
+        self,
+        keep: Tensor,
+        query_length: int,
+        prefix_lengths: int | Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> list[tuple[Tensor | None, bool]]:
+        """One ``(mask, is_causal)`` per layer for queries at the last ``query_length`` of ``keep``'s positions.
+
+        ``keep [B, T+L]`` marks the real tokens of every position so far (the cache's past ones and the
+        ``L`` new ones). ``mask`` is a boolean ``[B or 1, 1, L, S]`` over the keys the layer will see,
+        or ``None`` when nothing needs masking beyond ``is_causal`` - a plain causal batch, or one new
+        token that may see all its keys - so that the fused kernels run without a mask tensor.
+        Layers of the same kind share one tensor.
 
         ``prefix_lengths`` (an int or ``[B]``) turns the causal mask into the prefix-LM mask (前缀语言
         模型): every query also sees the keys before index ``prefix_lengths[b]`` of its row (GLM's
         Part A, ChatGLM's context up to [gMASK]), so the prefix is encoded bidirectionally.
         """
-        batch, key_length = keep.shape
-        by_kind: dict[str, Tensor] = {}
-        for kind in set(self.config.resolved_layer_kinds):
+        batch, total = keep.shape
+        past = total - query_length
+        padded = not bool(keep.all())
+        kinds = self.config.resolved_layer_kinds
+        by_kind: dict[str, tuple[Tensor | None, bool]] = {}
+        for kind in set(kinds):
+            layer_cache = cache.layers[kinds.index(kind)] if cache is not None else None
+            if prefix_lengths is None and not padded:
+                shortcut = self._unmasked(kind, query_length, past, layer_cache)
+                if shortcut is not None:
+                    by_kind[kind] = shortcut
+                    continue
             base = layer_mask_mod(self.config, kind, causal=True)
             if prefix_lengths is not None:
                 if kind != "full":
                     raise ValueError(f"prefix_lengths needs full-attention layers; ModelConfig.layer_kinds has {kind!r}")
                 base = masks.prefix_lm_mask(self._prefix_lengths(prefix_lengths, batch, keep.device))
-            mask_mod = masks.and_masks(base, masks.padding_mask(keep))
-            by_kind[kind] = masks.dense_mask(
-                mask_mod, batch, 1, query_length, key_length, q_offset=key_length - query_length, device=keep.device
-            )
-        return [by_kind[kind] for kind in self.config.resolved_layer_kinds]
+            mask_mod = masks.and_masks(base, masks.padding_mask(keep)) if padded else base
+            q_positions = torch.arange(past, total, device=keep.device)
+            if layer_cache is not None:
+                kv_positions = layer_cache.key_positions(query_length, keep.device)
+            else:
+                kv_positions = torch.arange(total, device=keep.device)
+            rows = batch if padded or prefix_lengths is not None else 1
+            by_kind[kind] = (masks.dense_mask_at(mask_mod, rows, q_positions, kv_positions), False)
+        return [by_kind[kind] for kind in kinds]
+
+    def _unmasked(
+        self, kind: str, query_length: int, past: int, layer_cache: LayerKVCache | None
+    ) -> tuple[None, bool] | None:
+        """``(None, is_causal)`` when a layer of ``kind`` needs no mask tensor, else ``None``."""
+        window = self.config.sliding_window
+        fits_window = kind == "full" or (
+            kind == "sliding" and window is not None and past + query_length <= window
+        )
+        if past == 0 and fits_window:
+            return None, query_length > 1
+        if query_length == 1 and (fits_window or isinstance(layer_cache, RollingKVCache)):
+            # One new token may see every key handed to it: all of them (full), or the rolling
+            # buffer, which after the write holds exactly its window.
+            return None, False
+        return None
 
     @staticmethod
     def _prefix_lengths(prefix_lengths: int | Tensor, batch: int, device: torch.device) -> Tensor:
@@ -108,14 +148,20 @@ class CausalLM(nn.Module):
         *,
         block_position_ids: Tensor | None = None,
         prefix_lengths: int | Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """The final-normalised residual stream ``[B, L, d]`` (arguments as in :meth:`forward`)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {tuple(input_ids.shape)}")
         batch, length = input_ids.shape
+        past = 0 if cache is None else cache.length
         if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
+            position_ids = torch.arange(past, past + length, device=input_ids.device).expand(batch, length)
         keep = keep_mask(attention_mask, batch, length, input_ids.device)
+        if cache is not None:
+            if len(cache.layers) != len(self.layers):
+                raise ValueError(f"the cache has {len(cache.layers)} layers, the model {len(self.layers)}")
+            keep = cache.extend_keep(keep)
         # Only GLM-style models take a second position stream; the others keep their call unchanged.
         second: dict[str, Tensor] = {}
         if block_position_ids is not None:
@@ -127,10 +173,13 @@ class CausalLM(nn.Module):
                 )
             second["block_position_ids"] = block_position_ids
         h = self.embeddings(input_ids, position_ids, **second)
-        context = self.positions(position_ids, length, h.dtype, **second)
+        context = self.positions(position_ids, past + length, h.dtype, **second)
         kwargs = context.attention_kwargs()
-        for layer, mask in zip(self.layers, self.layer_masks(keep, length, prefix_lengths)):
-            h = layer(h, mask, **kwargs)
+        layer_caches = cache.layers if cache is not None else [None] * len(self.layers)
+        for layer, (mask, is_causal), layer_cache in zip(
+            self.layers, self.layer_masks(keep, length, prefix_lengths, cache), layer_caches
+        ):
+            h = layer(h, mask, is_causal=is_causal, cache=layer_cache, **kwargs)
         return self.norm(h)
 
     def forward(
@@ -141,19 +190,34 @@ class CausalLM(nn.Module):
         *,
         block_position_ids: Tensor | None = None,
         prefix_lengths: int | Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor:
-        """Logits ``[B, L, vocab]``.
+        """Logits ``[B, L, vocab]`` (``[B, logits_to_keep, vocab]`` for the last positions when
+        ``logits_to_keep > 0``: generation needs only the last, and the head is the widest matrix).
+
+        With a :class:`llmcore.cache.KVCache` (``KVCache.for_model(model)``) the call is incremental:
+        ``input_ids`` are the ``L`` tokens that follow the ``T`` already in the cache,
+        ``attention_mask [B, L]`` describes only them (the cache remembers the earlier ones), and
+        ``position_ids`` default to ``T … T+L−1``. The keys and values of the new tokens are added to
+        the cache.
 
         GLM-style inputs, both optional: ``block_position_ids [B, L]`` is the second position stream
         of ``ModelConfig.position_2d`` (an error for models without it);
         ``prefix_lengths`` (int or ``[B]``) makes attention bidirectional over each row's first
         ``prefix_lengths[b]`` positions and causal after them (GLM blank infilling, ChatGLM).
         """
-        return self.lm_head(
-            self.hidden_states(
-                input_ids, attention_mask, position_ids, block_position_ids=block_position_ids, prefix_lengths=prefix_lengths
-            )
+        if logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0, got {logits_to_keep}")
+        h = self.hidden_states(
+            input_ids,
+            attention_mask,
+            position_ids,
+            block_position_ids=block_position_ids,
+            prefix_lengths=prefix_lengths,
+            cache=cache,
         )
+        return self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Distinct parameters (a tied head counts once)."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import masks
+from ..cache import KVCache
 from ..relative_position import RelativePositionBias
 from .config import ModelConfig
 from .stack import Embeddings, TransformerLayer, init_weights, keep_mask, make_norm
@@ -96,29 +97,67 @@ class Seq2SeqLM(nn.Module):
         return self.encoder_norm(h)
 
     def decoder_hidden_states(
-        self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
     ) -> Tensor:
         """Decoder inputs ``[B, T]`` attending to ``memory [B, S, d]`` → the final-normalised ``[B, T, d]``."""
-        positions = self._positions(tgt_ids)
+        if tgt_ids.dim() != 2:
+            raise ValueError(f"token ids must be [B, L], got shape {tuple(tgt_ids.shape)}")
         batch, length = tgt_ids.shape
         if memory.dim() != 3 or memory.shape[0] != batch:
             raise ValueError(f"memory must be [B={batch}, S, d], got shape {tuple(memory.shape)}")
+        past = 0 if cache is None else cache.length
+        positions = torch.arange(past, past + length, device=tgt_ids.device).expand(batch, length)
         src_length = memory.shape[1]
         tgt_keep = keep_mask(tgt_mask, batch, length, tgt_ids.device)
+        if cache is not None:
+            if cache.cross is None or len(cache.layers) != len(self.decoder_layers):
+                raise ValueError("the cache must come from KVCache.for_model(this model)")
+            tgt_keep = cache.extend_keep(tgt_keep)
         src_keep = keep_mask(src_mask, batch, src_length, tgt_ids.device)
         self_mask = masks.dense_mask(
-            masks.and_masks(masks.causal_mask, masks.padding_mask(tgt_keep)), batch, 1, length, length, device=tgt_ids.device
+            masks.and_masks(masks.causal_mask, masks.padding_mask(tgt_keep)),
+            batch, 1, length, past + length, q_offset=past, device=tgt_ids.device,
         )
         cross_mask = masks.dense_mask(masks.padding_mask(src_keep), batch, 1, length, src_length, device=tgt_ids.device)
         h = self.decoder_embeddings(tgt_ids, positions)
-        kwargs = {"bias": self.decoder_positions(length, length).to(h.dtype)} if hasattr(self, "decoder_positions") else {}
-        for layer in self.decoder_layers:
+        kwargs = {}
+        if hasattr(self, "decoder_positions"):
+            kwargs["bias"] = self.decoder_positions(length, past + length, query_offset=past).to(h.dtype)
+        for index, layer in enumerate(self.decoder_layers):
+            if cache is not None:
+                assert cache.cross is not None
+                kwargs.update(cache=cache.layers[index], cross_cache=cache.cross[index])
             h = layer(h, self_mask, memory=memory, cross_mask=cross_mask, **kwargs)
         return self.decoder_norm(h)
 
-    def decode(self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
-        """Decoder inputs ``[B, T]`` (targets shifted right, 教师强制) and memory → logits ``[B, T, vocab]``."""
-        h = self.decoder_hidden_states(tgt_ids, memory, src_mask, tgt_mask)
+    def decode(
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+    ) -> Tensor:
+        """Decoder inputs ``[B, T]`` (targets shifted right, 教师强制) and memory → logits ``[B, T, vocab]``
+        (only the last ``logits_to_keep`` positions when it is > 0).
+
+        With a :class:`llmcore.cache.KVCache` (``KVCache.for_model(model)``) the call is incremental:
+        ``tgt_ids`` (and ``tgt_mask``) are only the tokens after those already in the cache, and the
+        cross-attention keys/values of ``memory`` are computed at the first call and reused.
+        """
+        if logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0, got {logits_to_keep}")
+        h = self.decoder_hidden_states(tgt_ids, memory, src_mask, tgt_mask, cache=cache)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
         if self.config.lm_head_scale is not None:
             h = h * self.config.lm_head_scale
         logits = self.lm_head(h)

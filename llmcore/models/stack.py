@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from .. import masks
 from ..alibi import alibi_bias, alibi_slopes
 from ..attention import MultiHeadAttention
+from ..cache import CrossAttentionCache, LayerKVCache
 from ..embeddings import shrink_embedding_gradient
-from ..ffn import FeedForward, GatedFeedForward
+from ..ffn import FeedForward, GatedFeedForward, optional_dropout
 from ..norms import LayerNorm, RMSNorm
 from ..positions import sinusoidal_position_encoding
 from ..rope import Rotary2D, RotaryEmbedding
@@ -114,7 +115,7 @@ class TransformerLayer(nn.Module):
         if config.sandwich_norm:
             self.self_attn_out_norm = make_norm(config)
             self.ffn_out_norm = make_norm(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = optional_dropout(config.dropout)
 
     def _sublayer(self, x: Tensor, fn, norm: nn.Module, out_norm: nn.Module | None) -> Tensor:
         def transformed(h: Tensor) -> Tensor:
@@ -136,10 +137,19 @@ class TransformerLayer(nn.Module):
         memory: Tensor | None = None,
         cross_mask: Tensor | None = None,
         cross_bias: Tensor | None = None,
+        cache: LayerKVCache | None = None,
+        cross_cache: CrossAttentionCache | None = None,
+        is_causal: bool = False,
         **attention_kwargs,
     ) -> Tensor:
+        """``cache``/``cross_cache`` (see :mod:`llmcore.cache`) make the layer incremental;
+        ``is_causal`` adds the causal mask to ``mask`` (a fused kernel when ``mask`` is ``None``)."""
         out_norm = getattr(self, "self_attn_out_norm", None)
         ffn_out_norm = getattr(self, "ffn_out_norm", None)
+        if cache is not None:
+            attention_kwargs["cache"] = cache
+        if is_causal:
+            attention_kwargs["is_causal"] = True
 
         def attend(h: Tensor) -> Tensor:
             return self.self_attn(h, mask=mask, **attention_kwargs)
@@ -152,7 +162,10 @@ class TransformerLayer(nn.Module):
             if not hasattr(self, "cross_attn"):
                 raise ValueError("memory was given to a layer built without cross_attention")
             x = self._sublayer(
-                x, lambda h: self.cross_attn(h, memory, mask=cross_mask, bias=cross_bias), self.cross_attn_norm, None
+                x,
+                lambda h: self.cross_attn(h, memory, mask=cross_mask, bias=cross_bias, cache=cross_cache),
+                self.cross_attn_norm,
+                None,
             )
         return self._sublayer(x, self.ffn, self.ffn_norm, ffn_out_norm)
 
@@ -185,7 +198,7 @@ class Embeddings(nn.Module):
             self.embed_norm = make_norm(config, width)
         if config.embedding_size is not None and config.embedding_size != config.hidden_size:
             self.embed_proj = nn.Linear(config.embedding_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = optional_dropout(config.dropout)
 
     def forward(
         self,
