@@ -36,7 +36,7 @@ def model_pair(family: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     elif family == "gpt2":
         config = transformers.GPT2Config(
             vocab_size=VOCAB, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS, n_positions=CONTEXT,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1,
         )
         hf = transformers.GPT2LMHeadModel(config)
     else:

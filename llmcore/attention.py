@@ -213,8 +213,9 @@ class MultiHeadAttention(nn.Module):
             k = rotary.apply(k, interleaved=self.rotary_interleaved)
         elif rotary is not None:
             cos, sin = rotary
-            if q.shape[2] == k.shape[2]:
-                # One rotation of queries and keys together: half the operations of two.
+            if q.shape[2] == k.shape[2] == 1:
+                # Decoding one token: rotating queries and keys together halves the operations,
+                # which dominate at this size (for long inputs the concatenation's copy would not pay).
                 rotated = apply_rotary(torch.cat([q, k], dim=1), cos, sin, interleaved=self.rotary_interleaved)
                 q, k = rotated.split([self.n_heads, self.n_kv_heads], dim=1)
             else:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cross_entropy", "max_z_loss"]
+__all__ = ["cross_entropy", "next_token_loss", "max_z_loss"]
 
 
 def cross_entropy(
@@ -36,6 +37,36 @@ def cross_entropy(
     smooth = -log_probs.mean(dim=-1)
     per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     return (per_token * keep).sum() / keep.sum().clamp(min=1)
+
+
+def next_token_loss(
+    logits: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None, *, ignore_index: int = -100
+) -> Tensor:
+    """The language-modelling loss (下一个词预测): position ``t`` predicts token ``t + 1``.
+
+    Mean cross-entropy over every position that has a real next token. The *targets* are shifted
+    (``input_ids[:, 1:]``, then ``ignore_index`` for the last position) rather than the logits, so the
+    ``[B, L, V]`` logits are never copied, and the product runs in PyTorch's fused cross-entropy.
+
+    Args:
+        logits: ``[B, L, V]`` from a causal language model.
+        input_ids: ``[B, L]`` the model's input; tokens equal to ``ignore_index`` are not predicted.
+        attention_mask: ``[B, L]``, 0/False at padding, which is not predicted either.
+
+    Returns:
+        Scalar mean loss (float32 or wider); ``nan`` when nothing is left to predict, as
+        ``torch.nn.functional.cross_entropy`` gives.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(f"expected logits [B, L, V] and input_ids [B, L], got {tuple(logits.shape)} and {tuple(input_ids.shape)}")
+    targets = input_ids
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+        targets = targets.masked_fill(~attention_mask.bool(), ignore_index)
+    targets = F.pad(targets[:, 1:], (0, 1), value=ignore_index)
+    wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
 
 
 def max_z_loss(logits: Tensor, weight: float = 2e-4, *, mask: Tensor | None = None) -> Tensor:
