@@ -112,9 +112,8 @@ class TransformerLayer(nn.Module):
         self.ffn = make_ffn(config)
         if config.block != "parallel":
             self.ffn_norm = make_norm(config)
-        if config.sandwich_norm:
-            self.self_attn_out_norm = make_norm(config)
-            self.ffn_out_norm = make_norm(config)
+        self.self_attn_out_norm = make_norm(config) if config.sandwich_norm else None
+        self.ffn_out_norm = make_norm(config) if config.sandwich_norm else None
         self.dropout = optional_dropout(config.dropout)
 
     def _sublayer(self, x: Tensor, fn, norm: nn.Module, out_norm: nn.Module | None) -> Tensor:
@@ -144,8 +143,6 @@ class TransformerLayer(nn.Module):
     ) -> Tensor:
         """``cache``/``cross_cache`` (see :mod:`llmcore.cache`) make the layer incremental;
         ``is_causal`` adds the causal mask to ``mask`` (a fused kernel when ``mask`` is ``None``)."""
-        out_norm = getattr(self, "self_attn_out_norm", None)
-        ffn_out_norm = getattr(self, "ffn_out_norm", None)
         if cache is not None:
             attention_kwargs["cache"] = cache
         if is_causal:
@@ -157,7 +154,7 @@ class TransformerLayer(nn.Module):
         if self.block == "parallel":
             normed = self.self_attn_norm(x)
             return x + self.dropout(attend(normed)) + self.dropout(self.ffn(normed))
-        x = self._sublayer(x, attend, self.self_attn_norm, out_norm)
+        x = self._sublayer(x, attend, self.self_attn_norm, self.self_attn_out_norm)
         if memory is not None:
             if not hasattr(self, "cross_attn"):
                 raise ValueError("memory was given to a layer built without cross_attention")
@@ -167,7 +164,7 @@ class TransformerLayer(nn.Module):
                 self.cross_attn_norm,
                 None,
             )
-        return self._sublayer(x, self.ffn, self.ffn_norm, ffn_out_norm)
+        return self._sublayer(x, self.ffn, self.ffn_norm, self.ffn_out_norm)
 
 
 class Embeddings(nn.Module):
