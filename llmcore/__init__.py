@@ -8,10 +8,12 @@ Chapter 1 (Attention Is All You Need, 2017)::
 
 from .attention import MultiHeadAttention, merge_heads, record_attention, repeat_kv, scaled_dot_product_attention, split_heads
 from .blocks import DecoderBlock, EncoderBlock, residual
+from .cache import KVCache
 from .decoding import greedy_decode
+from .generation import GenerationResult, generate
 from .embeddings import TokenEmbedding
 from .ffn import FeedForward, get_activation
-from .losses import cross_entropy, max_z_loss
+from .losses import cross_entropy, max_z_loss, next_token_loss
 from .alibi import alibi_bias, alibi_slopes
 from .ffn import GatedFeedForward, gated_hidden_size
 from .moe import MixtureOfExperts, router_losses
@@ -43,10 +45,10 @@ __version__ = "0.1.0"
 __all__ = [
     "MultiHeadAttention", "merge_heads", "record_attention", "repeat_kv", "scaled_dot_product_attention", "split_heads",
     "DecoderBlock", "EncoderBlock", "residual",
-    "greedy_decode",
+    "greedy_decode", "generate", "GenerationResult", "KVCache",
     "TokenEmbedding",
     "FeedForward", "get_activation",
-    "cross_entropy", "max_z_loss", "MixtureOfExperts", "router_losses",
+    "cross_entropy", "max_z_loss", "next_token_loss", "MixtureOfExperts", "router_losses",
     "and_masks", "causal_mask", "dense_mask", "full_mask", "not_mask", "or_masks", "padding_mask", "prefix_lm_mask",
     "sliding_window_mask", "strided_mask", "fixed_mask", "block_sparse_mask", "glm_blank_infilling_mask",
     "LayerNorm", "layer_norm",
