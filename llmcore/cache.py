@@ -61,10 +61,11 @@ class LayerKVCache:
         end = self.length + keys.shape[2]
         self._reserve(keys, end)
         assert self.keys is not None and self.values is not None
-        self.keys[:, :, self.length : end] = keys
-        self.values[:, :, self.length : end] = values
+        # narrow + copy_ rather than slice assignment: two plain ops instead of the indexing machinery.
+        self.keys.narrow(2, self.length, keys.shape[2]).copy_(keys)
+        self.values.narrow(2, self.length, keys.shape[2]).copy_(values)
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (beam search picks which hypotheses survive)."""

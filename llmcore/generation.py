@@ -202,7 +202,19 @@ def _prompt_keep(input_ids: Tensor, attention_mask: Tensor | None, *, left_padde
     return keep
 
 
-def _check_options(max_new_tokens: int, num_beams: int, do_sample: bool, repetition_penalty: float) -> None:
+def _check_options(
+    max_new_tokens: int, num_beams: int, do_sample: bool, repetition_penalty: float,
+    temperature: float, top_k: int | None, top_p: float | None,
+) -> None:
+    # Checked whatever the mode, so that a typo is never silently ignored by greedy decoding.
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (use greedy decoding for temperature 0), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if num_beams > 1 and repetition_penalty != 1.0:
+        raise ValueError("repetition_penalty is not supported by beam search; use greedy or sampling")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     if not isinstance(num_beams, int) or num_beams < 1:
@@ -244,9 +256,9 @@ def generate(
         input_ids: ``[B, P]``; ``attention_mask [B, P]`` marks real tokens (left padding for
             decoder-only models).
         do_sample: sample instead of taking the argmax; ``temperature``, ``top_k`` and ``top_p``
-            reshape the distribution (:func:`sampling_distribution`).
+            reshape the distribution (:func:`sampling_distribution`); they are validated in every mode.
         repetition_penalty: > 1 discourages tokens already in the prompt or the output
-            (:func:`apply_repetition_penalty`; applies to greedy and sampling).
+            (:func:`apply_repetition_penalty`; greedy and sampling - beam search refuses it).
         num_beams: > 1 for beam search; ``length_penalty`` α ranks finished hypotheses by
             ``sum log p / length^α`` (0: raw sum, favours short outputs; 1: mean).
         stop_tokens: ids that finish a row (kept in its output); later positions get ``pad_token_id``.
@@ -258,7 +270,7 @@ def generate(
     Returns:
         A :class:`GenerationResult`. Decoding stops early once every row has finished.
     """
-    _check_options(max_new_tokens, num_beams, do_sample, repetition_penalty)
+    _check_options(max_new_tokens, num_beams, do_sample, repetition_penalty, temperature, top_k, top_p)
     model_was_training = model.training
     model.eval()
     try:

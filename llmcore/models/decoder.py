@@ -105,6 +105,8 @@ class CausalLM(nn.Module):
                 if kind != "full":
                     raise ValueError(f"prefix_lengths needs full-attention layers; ModelConfig.layer_kinds has {kind!r}")
                 base = masks.prefix_lm_mask(self._prefix_lengths(prefix_lengths, batch, keep.device))
+            if padded and kind == "fixed":
+                base = self._anchored_at_first_real_token(base, keep)
             mask_mod = masks.and_masks(base, masks.padding_mask(keep)) if padded else base
             q_positions = torch.arange(past, total, device=keep.device)
             if layer_cache is not None:
@@ -114,6 +116,22 @@ class CausalLM(nn.Module):
             rows = batch if padded or prefix_lengths is not None else 1
             by_kind[kind] = (masks.dense_mask_at(mask_mod, rows, q_positions, kv_positions), False)
         return [by_kind[kind] for kind in kinds]
+
+    @staticmethod
+    def _anchored_at_first_real_token(mask_mod: masks.MaskMod, keep: Tensor) -> masks.MaskMod:
+        """Evaluate ``mask_mod`` on indices counted from each row's first real token.
+
+        The Sparse Transformer's fixed blocks are cut at absolute positions; under left padding they
+        must start where the row's text starts, as they would for the row alone (the other patterns
+        depend only on ``q − kv`` and need no shift).
+        """
+        leading_padding = keep.int().argmax(dim=1)
+
+        def shifted(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            shift = leading_padding[b]
+            return mask_mod(b, h, q_idx - shift, kv_idx - shift)
+
+        return shifted
 
     def _unmasked(
         self, kind: str, query_length: int, past: int, layer_cache: LayerKVCache | None
