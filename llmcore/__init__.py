@@ -37,7 +37,8 @@ from .masks import (
 )
 from .norms import LayerNorm, layer_norm
 from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_position_encoding
-from .schedules import transformer_lr, transformer_lr_scheduler
+from .schedules import cosine_lr, cosine_lr_scheduler, transformer_lr, transformer_lr_scheduler
+from .training import Trainer, TrainingHistory, parameter_groups, plot_losses, set_seed
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 
 __version__ = "0.1.0"
@@ -53,7 +54,8 @@ __all__ = [
     "sliding_window_mask", "strided_mask", "fixed_mask", "block_sparse_mask", "glm_blank_infilling_mask",
     "LayerNorm", "layer_norm",
     "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_position_encoding",
-    "transformer_lr", "transformer_lr_scheduler",
+    "transformer_lr", "transformer_lr_scheduler", "cosine_lr", "cosine_lr_scheduler",
+    "Trainer", "TrainingHistory", "parameter_groups", "plot_losses", "set_seed",
     "TRANSFORMER_PRESETS", "Transformer", "TransformerConfig",
     "alibi_bias", "alibi_slopes", "GatedFeedForward", "gated_hidden_size",
     "CausalLM", "ModelConfig", "build", "from_pretrained", "preset_config", "save_pretrained",
