@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LayerNorm", "layer_norm", "RMSNorm", "rms_norm"]
@@ -40,7 +41,9 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return layer_norm(x, self.weight, self.bias, self.eps)
+        # PyTorch's fused kernel computes exactly what layer_norm spells out, in one pass instead of
+        # eight operations (tests pin the two together); the function stays the readable definition.
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
 
 
 def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-6, *, unit_offset: bool = False) -> Tensor:

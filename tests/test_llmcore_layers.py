@@ -385,3 +385,16 @@ def test_block_activation_is_passed_to_the_feed_forward():
     block = EncoderBlock(8, 2, 16, activation="gelu")
     x = randn(3, 8)
     torch.testing.assert_close(block.ffn.activation(x), F.gelu(x))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_module_equals_the_readable_function(bias):
+    """The module runs PyTorch's fused kernel; it must compute what ``layer_norm`` spells out."""
+    norm = LayerNorm(16, eps=1e-5, bias=bias)
+    with torch.no_grad():
+        norm.weight.normal_()
+        if bias:
+            norm.bias.normal_()
+    x = torch.randn(3, 7, 16, dtype=torch.float64) * 5 + 2
+    norm = norm.double()
+    torch.testing.assert_close(norm(x), layer_norm(x, norm.weight, norm.bias, 1e-5), rtol=1e-12, atol=1e-12)
