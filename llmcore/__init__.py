@@ -38,6 +38,8 @@ from .masks import (
 from .norms import LayerNorm, layer_norm
 from .positions import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_position_encoding
 from .schedules import cosine_lr, cosine_lr_scheduler, transformer_lr, transformer_lr_scheduler
+from . import tokenizers
+from .tokenizers import BPETokenizer, load_hf_tokenizer, train_bpe
 from .training import Trainer, TrainingHistory, parameter_groups, plot_losses, set_seed
 from .transformer import TRANSFORMER_PRESETS, Transformer, TransformerConfig
 
@@ -55,6 +57,7 @@ __all__ = [
     "LayerNorm", "layer_norm",
     "LearnedPositionalEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_position_encoding",
     "transformer_lr", "transformer_lr_scheduler", "cosine_lr", "cosine_lr_scheduler",
+    "tokenizers", "BPETokenizer", "load_hf_tokenizer", "train_bpe",
     "Trainer", "TrainingHistory", "parameter_groups", "plot_losses", "set_seed",
     "TRANSFORMER_PRESETS", "Transformer", "TransformerConfig",
     "alibi_bias", "alibi_slopes", "GatedFeedForward", "gated_hidden_size",

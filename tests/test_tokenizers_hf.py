@@ -1,0 +1,164 @@
+"""llmcore.tokenizers against Hugging Face ``tokenizers`` built in memory from the same merges and pre-tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("tokenizers", reason="the Hugging Face tokenizers library is the oracle here")
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers  # noqa: E402
+
+from llmcore.tokenizers import (  # noqa: E402
+    GPT2_PATTERN,
+    LLAMA3_PATTERN,
+    METASPACE_PATTERN,
+    QWEN2_PATTERN,
+    BPETokenizer,
+    load_hf_tokenizer,
+    tokenizer_from_hf_dict,
+    train_bpe,
+)
+
+CORPUS = (
+    "The quick brown fox jumps over the lazy dog. It's 2024; we'll see 3.14159 and 1000000 again!\n"
+    "    def f(x):\n        return x  # comment\n\n"
+    "敏捷的棕色狐狸跳过了懒狗。狐狸很快，狗很懒。你好，世界！\n"
+    "emoji 😀😀 🎉🎉 👋🏽 ok\r\n"
+) * 4
+
+SAMPLES = [
+    "Hello world",
+    " leading space and trailing spaces   ",
+    "whitespace\t\truns\n\n\n   and\r\nCRLF",
+    "The fox's tail. THE FOX'S TAIL. They'RE here",
+    "numbers 12345678 and 3.14 and ²³ and ١٢٣",
+    "你好，世界！狐狸跳过了懒狗。",
+    "emoji 😀👋🏽🎉 mixed中文English123",
+    "<|endoftext|>special<|endoftext|> in <|endoftext|>the middle",
+    "unseen: Ωμέγα ñandú Ǆ ﬁ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "",
+    CORPUS,
+]
+
+
+def _hf_byte_level(ours: BPETokenizer, pre_tokenizer) -> Tokenizer:
+    specials = set(ours.special_tokens.values())
+    vocab = {token: i for i, token in enumerate(ours.tokens) if i not in specials}
+    merges = [(ours.tokens[left], ours.tokens[right]) for left, right, _ in ours.merges]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(list(ours.special_tokens))
+    return tokenizer
+
+
+def _split(pattern: str, digits: bool = False):
+    steps = [pre_tokenizers.Split(Regex(pattern), behavior="isolated")]
+    if digits:
+        steps.append(pre_tokenizers.Digits(individual_digits=True))
+    return pre_tokenizers.Sequence(steps + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+CASES = {
+    "gpt2_split": (dict(), lambda: _split(GPT2_PATTERN)),
+    "gpt2_builtin_regex": (dict(), lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)),
+    "llama3": (dict(pattern=LLAMA3_PATTERN), lambda: _split(LLAMA3_PATTERN)),
+    "qwen2": (dict(pattern=QWEN2_PATTERN), lambda: _split(QWEN2_PATTERN)),
+    "gpt2_digits": (dict(split_digits=True), lambda: _split(GPT2_PATTERN, digits=True)),
+}
+_trained: dict[str, tuple[BPETokenizer, Tokenizer]] = {}
+
+
+def _pair(case: str) -> tuple[BPETokenizer, Tokenizer]:
+    if case not in _trained:
+        options, pre_tokenizer = CASES[case]
+        ours = train_bpe(CORPUS, 700, special_tokens=["<|endoftext|>"], min_frequency=2, **options)
+        _trained[case] = ours, _hf_byte_level(ours, pre_tokenizer())
+    return _trained[case]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_byte_level_ids_equal_tokenizers(case):
+    ours, theirs = _pair(case)
+    assert len(ours.merges) > 100
+    for text in SAMPLES:
+        expected = theirs.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == expected, text
+        assert ours.decode(expected) == theirs.decode(expected, skip_special_tokens=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30))
+def test_byte_level_ids_equal_tokenizers_on_random_text(text):
+    ours, theirs = _pair("gpt2_split")
+    assert ours.encode(text) == theirs.encode(text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("case", ["gpt2_builtin_regex", "qwen2"])
+def test_tokenizer_json_written_by_tokenizers_loads_identically(case, tmp_path):
+    ours, theirs = _pair(case)
+    if case == "qwen2":
+        theirs.normalizer = normalizers.NFC()
+    path = tmp_path / "tokenizer.json"
+    theirs.save(str(path))
+    loaded = load_hf_tokenizer(path)
+    assert loaded.kind == "byte_level"
+    assert loaded.pretokenizer.normalization == ("NFC" if case == "qwen2" else None)
+    for text in SAMPLES + ["e\u0301 composed by NFC"]:
+        assert loaded.encode(text) == theirs.encode(text, add_special_tokens=False).ids, text
+
+
+def _hf_sentencepiece(ours: BPETokenizer, metaspace: bool) -> Tokenizer:
+    specials = set(ours.special_tokens.values())
+    vocab = {token: i for i, token in enumerate(ours.tokens) if i not in specials}
+    merges = [(ours.tokens[left], ours.tokens[right]) for left, right, _ in ours.merges]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True))
+    if metaspace:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    else:
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.add_special_tokens(list(ours.special_tokens))
+    return tokenizer
+
+
+@pytest.mark.parametrize("metaspace", [False, True], ids=["legacy_prepend", "metaspace_first"])
+def test_sentencepiece_style_json_loads_and_matches(metaspace, tmp_path):
+    trained = train_bpe(
+        CORPUS, 800, kind="sentencepiece", pattern=METASPACE_PATTERN, special_tokens=["<s>", "</s>"],
+        character_coverage=0.98,
+    )
+    theirs = _hf_sentencepiece(trained, metaspace)
+    path = tmp_path / "tokenizer.json"
+    theirs.save(str(path))
+    ours = load_hf_tokenizer(path)
+    assert ours.kind == "sentencepiece" and ours.byte_fallback
+    assert ours.pretokenizer.pattern == (METASPACE_PATTERN if metaspace else None)
+    for text in SAMPLES + ["<s>hello</s> <s> world", "🦜 rare chars fall back to bytes"]:
+        expected = theirs.encode(text, add_special_tokens=False).ids
+        assert ours.encode(text) == expected, text
+        if not metaspace and not text.startswith(" "):
+            assert ours.decode(expected) == theirs.decode(expected, skip_special_tokens=False), text
+
+
+def test_old_style_string_merges_are_read():
+    _, theirs = _pair("gpt2_split")
+    data = json.loads(theirs.to_str())
+    data["model"]["merges"] = [" ".join(pair) for pair in data["model"]["merges"]]
+    assert tokenizer_from_hf_dict(data).encode(CORPUS) == theirs.encode(CORPUS, add_special_tokens=False).ids
+
+
+def test_unsupported_files_are_refused():
+    _, theirs = _pair("gpt2_split")
+    data = json.loads(theirs.to_str())
+    with pytest.raises(ValueError, match="only BPE"):
+        tokenizer_from_hf_dict({**data, "model": {"type": "WordPiece", "vocab": {}}})
+    with pytest.raises(ValueError, match="unsupported pre-tokenizer"):
+        tokenizer_from_hf_dict({**data, "pre_tokenizer": {"type": "Whitespace"}})
+    with pytest.raises(ValueError, match="cannot tell the family"):
+        tokenizer_from_hf_dict({**data, "pre_tokenizer": None})
