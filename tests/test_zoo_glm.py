@@ -442,8 +442,9 @@ def test_embedding_grad_shrink_scales_only_the_embedding_table_gradient():
     plain_logits, plain_table, plain_q = gradients(None)
     shrunk_logits, shrunk_table, shrunk_q = gradients(0.1)
     assert relative_error(shrunk_logits, plain_logits) < 1e-5
-    assert torch.allclose(shrunk_table, 0.1 * plain_table, rtol=1e-4, atol=1e-8)
-    assert torch.allclose(shrunk_q, plain_q, rtol=1e-4, atol=1e-8)
+    # The forward differs by rounding only (h·α + h·(1−α)), which the backward carries along.
+    assert relative_error(shrunk_table, 0.1 * plain_table) < 1e-4
+    assert relative_error(shrunk_q, plain_q) < 1e-4
     assert build("glm-130b", device="meta").config.embedding_grad_shrink == 0.1
 
 
