@@ -318,13 +318,18 @@ def autograde_chapter(course_dir, chapter, students=None, jobs=None, limits=None
         limits = Limits(**{**asdict(limits), "threads": max(1, default_jobs() // jobs)})
     results = []
     if jobs == 1:
+        from grader.forkserver_client import close_all
+
         _worker_init()
-        for student in students:
-            batch = grade_student(course_dir, chapter, student, limits)
-            report.store_results(api.coursedir, batch)
-            results += batch
-            if progress:
-                progress(student, batch)
+        try:
+            for student in students:
+                batch = grade_student(course_dir, chapter, student, limits)
+                report.store_results(api.coursedir, batch)
+                results += batch
+                if progress:
+                    progress(student, batch)
+        finally:
+            close_all()
     else:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
             futures = [(s, pool.submit(grade_student, str(course_dir), chapter, s, limits)) for s in students]

@@ -55,6 +55,22 @@ class SandboxKernelManager(AsyncKernelManager):
 
     sandbox_env = {}
     isolate_network = False
+    fork_server = None
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        if self.fork_server is not None:
+            try:
+                process = self.fork_server.spawn(os.path.realpath(self.connection_file), kw["env"],
+                                                 kw.get("cwd") or os.getcwd())
+            except OSError:
+                self.fork_server = None
+            else:
+                provisioner = self.provisioner
+                provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
+                provisioner.cwd = kw.get("cwd")
+                self._reconcile_connection_info(provisioner.connection_info)
+                return
+        await super()._async_launch_kernel(kernel_cmd, **kw)
 
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = [sys.executable, "-m", "grader.kernel_launcher", "-f", os.path.realpath(self.connection_file)]
@@ -91,6 +107,7 @@ class SandboxExecute(Execute):
     notebook_timeout = Integer(900, help="wall-clock limit of one notebook in seconds (0: none)").tag(config=True)
     max_output_kb = Integer(10240, help="output kept per notebook in KiB; the rest is dropped").tag(config=True)
     isolate_network = Bool(True, help="run the kernel without network (unshare -n) when possible").tag(config=True)
+    fork_kernels = Bool(True, help="fork each kernel from a template that preloaded the modules").tag(config=True)
     probe = Bool(True, help="check before each test cell that the grader checks are intact").tag(config=True)
     # A busy machine can delay a cell's last output; waiting a little longer beats failing the notebook.
     iopub_timeout = Integer(15).tag(config=True)
@@ -121,6 +138,10 @@ class SandboxExecute(Execute):
             env["GRADER_PRELOAD"] = self.preload
         km.sandbox_env = env
         km.isolate_network = self._isolated
+        if self.fork_kernels:
+            from grader.forkserver_client import server_for
+
+            km.fork_server = server_for(self.preload, self.threads, self._isolated)
         return km
 
     @property
