@@ -21,7 +21,6 @@ The building blocks (:func:`apply_repetition_penalty`, :func:`top_k_filter`, :fu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
