@@ -25,7 +25,25 @@ from torch import Tensor
 __all__ = ["LayerKVCache", "RollingKVCache", "CrossAttentionCache", "KVCache"]
 
 
-class LayerKVCache:
+class _KeyValueTensors:
+    """Keys and values ``[B, H_kv, S, D]`` that follow beam search's choice of rows and report their size."""
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (beam search picks which hypotheses survive)."""
+        if self.keys is not None and self.values is not None:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
+
+    def memory_bytes(self) -> int:
+        """Bytes held (for a preallocated buffer: its capacity, not only the filled part)."""
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values) if t is not None)
+
+
+class LayerKVCache(_KeyValueTensors):
     """All keys and values of one self-attention layer, ``[B, H_kv, length, D]`` (views of a buffer).
 
     Args:
@@ -35,10 +53,9 @@ class LayerKVCache:
     def __init__(self, capacity: int = 0) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
+        super().__init__()
         self.capacity = capacity
         self.length = 0
-        self.keys: Tensor | None = None
-        self.values: Tensor | None = None
 
     def key_positions(self, query_length: int, device: torch.device | None = None) -> Tensor:
         """Absolute positions of the keys the next :meth:`update` of ``query_length`` tokens returns."""
@@ -66,16 +83,6 @@ class LayerKVCache:
         self.values.narrow(2, self.length, keys.shape[2]).copy_(values)
         self.length = end
         return self.keys.narrow(2, 0, end), self.values.narrow(2, 0, end)
-
-    def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (beam search picks which hypotheses survive)."""
-        if self.keys is not None and self.values is not None:
-            self.keys = self.keys.index_select(0, index)
-            self.values = self.values.index_select(0, index)
-
-    def memory_bytes(self) -> int:
-        """Bytes held by the buffers (the preallocated capacity, not only the filled part)."""
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values) if t is not None)
 
 
 class RollingKVCache(LayerKVCache):
@@ -141,12 +148,8 @@ class RollingKVCache(LayerKVCache):
         return all_keys, all_values
 
 
-class CrossAttentionCache:
+class CrossAttentionCache(_KeyValueTensors):
     """Cross-attention keys/values ``[B, H_kv, S, D]`` of the encoder output, computed once."""
-
-    def __init__(self) -> None:
-        self.keys: Tensor | None = None
-        self.values: Tensor | None = None
 
     @property
     def filled(self) -> bool:
@@ -154,14 +157,6 @@ class CrossAttentionCache:
 
     def store(self, keys: Tensor, values: Tensor) -> None:
         self.keys, self.values = keys, values
-
-    def reorder(self, index: Tensor) -> None:
-        if self.keys is not None and self.values is not None:
-            self.keys = self.keys.index_select(0, index)
-            self.values = self.values.index_select(0, index)
-
-    def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values) if t is not None)
 
 
 class KVCache:
