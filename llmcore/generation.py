@@ -142,18 +142,21 @@ class _CausalSteps:
     def next(self, tokens: Tensor) -> Tensor:
         position = self.positions[:, -1:] + 1
         step_keep = torch.ones_like(tokens, dtype=torch.bool).unsqueeze(1)
-        self.positions = torch.cat([self.positions, position], dim=1)
         if self.cache is not None:
+            # The cache holds the past; only the newest position is needed for the next step.
+            self.positions = position
             return self.model(tokens.unsqueeze(1), step_keep, position, cache=self.cache, logits_to_keep=1)[:, -1]
         self.ids = torch.cat([self.ids, tokens.unsqueeze(1)], dim=1)
         self.keep = torch.cat([self.keep, step_keep], dim=1)
+        self.positions = torch.cat([self.positions, position], dim=1)
         return self.model(self.ids, self.keep, self.positions, logits_to_keep=1)[:, -1]
 
     def reorder(self, index: Tensor) -> None:
         self.positions = self.positions.index_select(0, index)
-        self.ids, self.keep = self.ids.index_select(0, index), self.keep.index_select(0, index)
         if self.cache is not None:
             self.cache.reorder(index)
+        else:
+            self.ids, self.keep = self.ids.index_select(0, index), self.keep.index_select(0, index)
 
 
 class _Seq2SeqSteps:
