@@ -181,7 +181,7 @@ class MultiHeadAttention(nn.Module):
                 ``None`` for self-attention.
             mask: boolean, broadcastable to ``[B, H, L, S]``, ``True`` = may attend.
             bias: additive score bias broadcastable to ``[B, H, L, S]``.
-            rotary: RoPE ``(cos, sin)`` tables ``[B, L, rotary_dim]`` from
+            rotary: RoPE ``(cos, sin)`` tables ``[B, L, rotary_dim]`` (or ``[B, 1, L, rotary_dim]``) from
                 :class:`llmcore.rope.RotaryEmbedding`, applied to queries and keys (self-attention),
                 or a :class:`llmcore.rope.Rotary2D` (ChatGLM-6B's two position streams).
             query_scale: ``[L]`` or ``[B, L]`` multipliers of the queries (Qwen's LogN scaling).
@@ -200,39 +200,24 @@ class MultiHeadAttention(nn.Module):
         ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, grouped heads without
         copies); with them it runs in :func:`scaled_dot_product_attention`, the readable reference.
         """
-        q = split_heads(self.q_proj(x), self.n_heads)
-        if isinstance(cache, CrossAttentionCache) and cache.filled:
-            assert cache.keys is not None and cache.values is not None
-            k, v = cache.keys, cache.values
-        else:
-            context = x if context is None else context
-            k = split_heads(self.k_proj(context), self.n_kv_heads)
-            v = split_heads(self.v_proj(context), self.n_kv_heads)
-        if isinstance(rotary, Rotary2D):
-            q = rotary.apply(q, interleaved=self.rotary_interleaved)
-            k = rotary.apply(k, interleaved=self.rotary_interleaved)
-        elif rotary is not None:
-            cos, sin = rotary
-            if q.shape[2] == k.shape[2] == 1:
-                # Decoding one token: rotating queries and keys together halves the operations,
-                # which dominate at this size (for long inputs the concatenation's copy would not pay).
-                rotated = apply_rotary(torch.cat([q, k], dim=1), cos, sin, interleaved=self.rotary_interleaved)
-                q, k = rotated.split([self.n_heads, self.n_kv_heads], dim=1)
-            else:
-                q = apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved)
-                k = apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved)
+        batch, length = x.shape[0], x.shape[1]
+        cross = isinstance(cache, CrossAttentionCache)
+        q, k, v = self._project(x, context, cache if cross else None)
+        if rotary is not None:
+            q, k = self._rotate(q, k, rotary)
         if query_scale is not None:
             q = q * query_scale.to(q.dtype).reshape(-1, 1, q.shape[2], 1)
-        if isinstance(cache, CrossAttentionCache):
+        if cross:
             if not cache.filled:
                 cache.store(k, v)
         elif cache is not None:
             k, v = cache.update(k, v)
-        if is_causal and (mask is not None or bias is not None or return_weights or self.weight_sink is not None):
+        recording = return_weights or self.weight_sink is not None
+        if is_causal and (mask is not None or bias is not None or recording):
             causal = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
             mask, is_causal = (causal if mask is None else mask & causal), False
         dropout_p = self.dropout if self.training else 0.0
-        if return_weights or self.weight_sink is not None:
+        if recording:
             n_rep = self.n_heads // self.n_kv_heads
             out, weights = scaled_dot_product_attention(
                 q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, bias,
@@ -249,8 +234,32 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, attn_mask=scores_mask, dropout_p=dropout_p, is_causal=is_causal, scale=self.scale,
                 enable_gqa=self.n_heads != self.n_kv_heads,
             )
-        out = self.o_proj(merge_heads(out))
+        out = self.o_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
         return (out, weights) if return_weights else out
+
+    def _project(self, x: Tensor, context: Tensor | None, cross_cache: CrossAttentionCache | None) -> tuple[Tensor, ...]:
+        """Queries ``[B, H, L, D]``, keys and values ``[B, H_kv, S, D]`` (from the cache if filled)."""
+        q = split_heads(self.q_proj(x), self.n_heads)
+        if cross_cache is not None and cross_cache.filled:
+            assert cross_cache.keys is not None and cross_cache.values is not None
+            return q, cross_cache.keys, cross_cache.values
+        source = x if context is None else context
+        return q, split_heads(self.k_proj(source), self.n_kv_heads), split_heads(self.v_proj(source), self.n_kv_heads)
+
+    def _rotate(self, q: Tensor, k: Tensor, rotary: tuple[Tensor, Tensor] | Rotary2D) -> tuple[Tensor, Tensor]:
+        """RoPE on queries ``[B, H, L, D]`` and keys ``[B, H_kv, L, D]``."""
+        if isinstance(rotary, Rotary2D):
+            return rotary.apply(q, interleaved=self.rotary_interleaved), rotary.apply(k, interleaved=self.rotary_interleaved)
+        cos, sin = rotary
+        if q.shape[2] == k.shape[2] == 1:
+            # Decoding one token: rotating queries and keys together halves the operations, which
+            # dominate at this size (for long inputs the concatenation's copy would not pay).
+            rotated = apply_rotary(torch.cat([q, k], dim=1), cos, sin, interleaved=self.rotary_interleaved)
+            return rotated[:, : self.n_heads], rotated[:, self.n_heads :]
+        return (
+            apply_rotary(q, cos, sin, interleaved=self.rotary_interleaved),
+            apply_rotary(k, cos, sin, interleaved=self.rotary_interleaved),
+        )
 
 
 @contextmanager

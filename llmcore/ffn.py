@@ -19,8 +19,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def optional_dropout(p: float) -> nn.Module:
-    """``nn.Dropout(p)``, or ``nn.Identity()`` when ``p == 0``: a no-op module still costs a call on
-    every token of generation."""
+    """``nn.Dropout(p)``, or ``nn.Identity()`` when ``p == 0`` (callers also skip it in eval mode: a
+    no-op module still costs a call on every layer of every generated token)."""
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
@@ -51,7 +51,8 @@ class FeedForward(nn.Module):
         self.dropout = optional_dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.dropout(self.activation(self.up_proj(x))))
+        hidden = self.activation(self.up_proj(x))
+        return self.down_proj(self.dropout(hidden) if self.training else hidden)
 
 
 def gated_hidden_size(d_model: int, *, multiple_of: int = 256, multiplier: float | None = None) -> int:
@@ -89,4 +90,5 @@ class GatedFeedForward(nn.Module):
         self.dropout = optional_dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.dropout(self.activation(self.gate_proj(x)) * self.up_proj(x)))
+        hidden = self.activation(self.gate_proj(x)) * self.up_proj(x)
+        return self.down_proj(self.dropout(hidden) if self.training else hidden)

@@ -124,11 +124,14 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, *, interleaved: bool = Fal
 
     ``cos``/``sin`` are ``[B, L, rotary_dim]`` in the layout's order: the angles repeated as two
     halves (half-split) or each angle twice in a row (interleaved) - see :meth:`RotaryEmbedding.forward`.
+    Tables already shaped ``[B, 1, L, rotary_dim]`` (broadcast over heads) are used as they are, so a
+    model can reshape them once for all its layers.
     """
     rotary_dim = cos.shape[-1]
     if rotary_dim > x.shape[-1]:
         raise ValueError(f"rotary_dim={rotary_dim} exceeds the head dim {x.shape[-1]}")
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    if cos.dim() < x.dim():
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     rotate = rotate_interleaved if interleaved else rotate_half
     if rotary_dim == x.shape[-1]:
         return x * cos + rotate(x) * sin

@@ -116,17 +116,21 @@ class TransformerLayer(nn.Module):
         self.ffn_out_norm = make_norm(config) if config.sandwich_norm else None
         self.dropout = optional_dropout(config.dropout)
 
-    def _sublayer(self, x: Tensor, fn, norm: nn.Module, out_norm: nn.Module | None) -> Tensor:
-        def transformed(h: Tensor) -> Tensor:
-            out = fn(h)
-            return self.dropout(out if out_norm is None else out_norm(out))
+    def _dropped(self, x: Tensor) -> Tensor:
+        # Dropout is the identity in eval mode; skipping the call matters when decoding token by token.
+        return self.dropout(x) if self.training else x
 
+    def _sublayer(self, x: Tensor, norm: nn.Module, out_norm: nn.Module | None, fn, *args, **kwargs) -> Tensor:
+        """Wrap ``fn(h, *args, **kwargs)`` in its norm and residual as ``config.block`` says."""
         if self.block == "pre":
-            return x + transformed(norm(x))
+            out = fn(norm(x), *args, **kwargs)
+            return x + self._dropped(out if out_norm is None else out_norm(out))
         if self.block == "post":
-            return norm(x + transformed(x))
+            out = fn(x, *args, **kwargs)
+            return norm(x + self._dropped(out if out_norm is None else out_norm(out)))
         normed = norm(x)
-        return normed * self.alpha + transformed(normed)
+        out = fn(normed, *args, **kwargs)
+        return normed * self.alpha + self._dropped(out if out_norm is None else out_norm(out))
 
     def forward(
         self,
@@ -147,24 +151,18 @@ class TransformerLayer(nn.Module):
             attention_kwargs["cache"] = cache
         if is_causal:
             attention_kwargs["is_causal"] = True
-
-        def attend(h: Tensor) -> Tensor:
-            return self.self_attn(h, mask=mask, **attention_kwargs)
-
         if self.block == "parallel":
             normed = self.self_attn_norm(x)
-            return x + self.dropout(attend(normed)) + self.dropout(self.ffn(normed))
-        x = self._sublayer(x, attend, self.self_attn_norm, self.self_attn_out_norm)
+            attended = self.self_attn(normed, mask=mask, **attention_kwargs)
+            return x + self._dropped(attended) + self._dropped(self.ffn(normed))
+        x = self._sublayer(x, self.self_attn_norm, self.self_attn_out_norm, self.self_attn, mask=mask, **attention_kwargs)
         if memory is not None:
             if not hasattr(self, "cross_attn"):
                 raise ValueError("memory was given to a layer built without cross_attention")
             x = self._sublayer(
-                x,
-                lambda h: self.cross_attn(h, memory, mask=cross_mask, bias=cross_bias, cache=cross_cache),
-                self.cross_attn_norm,
-                None,
+                x, self.cross_attn_norm, None, self.cross_attn, memory, mask=cross_mask, bias=cross_bias, cache=cross_cache
             )
-        return self._sublayer(x, self.ffn, self.ffn_norm, self.ffn_out_norm)
+        return self._sublayer(x, self.ffn_norm, self.ffn_out_norm, self.ffn)
 
 
 class Embeddings(nn.Module):
@@ -229,7 +227,8 @@ class Embeddings(nn.Module):
             h = h + self.embed_types(types)
         if config.embedding_norm:
             h = self.embed_norm(h)
-        h = self.dropout(h)
+        if self.training:
+            h = self.dropout(h)
         if hasattr(self, "embed_proj"):
             h = self.embed_proj(h)
         return h
@@ -280,7 +279,9 @@ class RelativePositions(nn.Module):
             blocks = torch.zeros_like(position_ids) if block_position_ids is None else block_position_ids
             context.rotary = Rotary2D(self.rotary(position_ids, dtype), self.rotary(blocks, dtype))
         elif self.config.position == "rope":
-            context.rotary = self.rotary(position_ids, dtype)
+            # Shaped [B, 1, L, rotary_dim] here once rather than in every layer.
+            cos, sin = self.rotary(position_ids, dtype)
+            context.rotary = (cos.unsqueeze(1), sin.unsqueeze(1))
         if self.config.position == "alibi":
             query_length = position_ids.shape[1]
             context.bias = alibi_bias(self.slopes, query_length, key_length, q_offset=key_length - query_length).to(dtype)
