@@ -120,11 +120,18 @@ class Seq2SeqLM(nn.Module):
                 raise ValueError("the cache must come from KVCache.for_model(this model)")
             tgt_keep = cache.extend_keep(tgt_keep)
         src_keep = keep_mask(src_mask, batch, src_length, tgt_ids.device)
-        self_mask = masks.dense_mask(
-            masks.and_masks(masks.causal_mask, masks.padding_mask(tgt_keep)),
-            batch, 1, length, past + length, q_offset=past, device=tgt_ids.device,
+        # Without padding the fused kernels need no mask tensor: a causal block from the start, or one
+        # new token that may see every cached key (as CausalLM does when decoding).
+        if bool(tgt_keep.all()) and (past == 0 or length == 1):
+            self_mask, is_causal = None, length > 1
+        else:
+            self_mask, is_causal = masks.dense_mask(
+                masks.and_masks(masks.causal_mask, masks.padding_mask(tgt_keep)),
+                batch, 1, length, past + length, q_offset=past, device=tgt_ids.device,
+            ), False
+        cross_mask = None if bool(src_keep.all()) else masks.dense_mask(
+            masks.padding_mask(src_keep), batch, 1, length, src_length, device=tgt_ids.device
         )
-        cross_mask = masks.dense_mask(masks.padding_mask(src_keep), batch, 1, length, src_length, device=tgt_ids.device)
         h = self.decoder_embeddings(tgt_ids, positions)
         kwargs = {}
         if hasattr(self, "decoder_positions"):
@@ -133,7 +140,7 @@ class Seq2SeqLM(nn.Module):
             if cache is not None:
                 assert cache.cross is not None
                 kwargs.update(cache=cache.layers[index], cross_cache=cache.cross[index])
-            h = layer(h, self_mask, memory=memory, cross_mask=cross_mask, **kwargs)
+            h = layer(h, self_mask, memory=memory, cross_mask=cross_mask, is_causal=is_causal, **kwargs)
         return self.decoder_norm(h)
 
     def decode(
