@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers", reason="the Hugging Face tokenizers library is the oracle here")
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers  # noqa: E402
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
 
 from llmcore.tokenizers import (  # noqa: E402
     GPT2_PATTERN,
@@ -162,3 +162,43 @@ def test_unsupported_files_are_refused():
         tokenizer_from_hf_dict({**data, "pre_tokenizer": {"type": "Whitespace"}})
     with pytest.raises(ValueError, match="cannot tell the family"):
         tokenizer_from_hf_dict({**data, "pre_tokenizer": None})
+    with pytest.raises(ValueError, match="unsupported post-processor"):
+        tokenizer_from_hf_dict({**data, "post_processor": {"type": "Whatever"}})
+    template = {"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A", "type_id": 0}}] * 2,
+                "pair": [], "special_tokens": {}}
+    with pytest.raises(ValueError, match="contain the text once"):
+        tokenizer_from_hf_dict({**data, "post_processor": template})
+
+
+def _with_post_processor(kind: str) -> Tokenizer:
+    ours, _ = _pair("gpt2_split")
+    theirs = _hf_byte_level(ours, _split(GPT2_PATTERN))
+    theirs.add_special_tokens(["<s>", "</s>"])
+    bos, eos = theirs.token_to_id("<s>"), theirs.token_to_id("</s>")
+    template = processors.TemplateProcessing(
+        single="<s> $A </s> </s>" if kind == "template_both_sides" else "<s> $A",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    if kind == "roberta":
+        theirs.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos), add_prefix_space=False)
+    elif kind == "bytelevel_then_template":
+        theirs.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
+    elif kind == "bytelevel_only":
+        theirs.post_processor = processors.ByteLevel(trim_offsets=True)
+    else:
+        theirs.post_processor = template
+    return theirs
+
+
+@pytest.mark.parametrize("kind", ["llama_bos", "template_both_sides", "roberta", "bytelevel_then_template", "bytelevel_only"])
+def test_post_processor_special_tokens_match_tokenizers(kind, tmp_path):
+    theirs = _with_post_processor(kind)
+    path = tmp_path / "tokenizer.json"
+    theirs.save(str(path))
+    ours = load_hf_tokenizer(path)
+    assert (ours.prefix_ids + ours.suffix_ids != []) == (kind != "bytelevel_only")
+    for text in SAMPLES:
+        assert ours.encode(text, add_special_tokens=True) == theirs.encode(text, add_special_tokens=True).ids, text
+        assert ours.encode(text) == theirs.encode(text, add_special_tokens=False).ids, text
+    reloaded = BPETokenizer.from_dict(json.loads(json.dumps(ours.to_dict())))
+    assert reloaded.encode("Hello world", add_special_tokens=True) == ours.encode("Hello world", add_special_tokens=True)

@@ -34,7 +34,8 @@ File format (``save``/``load``), a JSON object::
      "prepend_scheme": "first" | "always" | "never",   # sentencepiece: which segments get "▁"
      "prepend_unless_present": false,         # sentencepiece: skip "▁" if the segment starts with one
      "byte_fallback": true, "unk_token": null | "<unk>", "fuse_unk": false,   # sentencepiece
-     "ignore_merges": false}                  # a chunk that is itself a token is not merged further
+     "ignore_merges": false,                  # a chunk that is itself a token is not merged further
+     "prefix_ids": [], "suffix_ids": []}      # put around the text by encode(add_special_tokens=True)
 
 ``prepend_scheme="always"`` prepends to every segment between special tokens (LLaMA's legacy
 ``Prepend`` normalizer); ``"first"`` only to the segment at the start of the text (the default here,
@@ -161,6 +162,8 @@ class BPETokenizer:
         unk_token: str | None = None,
         fuse_unk: bool = False,
         ignore_merges: bool = False,
+        prefix_ids: Sequence[int] = (),
+        suffix_ids: Sequence[int] = (),
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -210,6 +213,9 @@ class BPETokenizer:
             self._build_byte_level(special_ids)
         else:
             self._build_sentencepiece(special_ids, results)
+        self.prefix_ids: list[int] = list(prefix_ids)
+        self.suffix_ids: list[int] = list(suffix_ids)
+        self._check_ids(self.prefix_ids + self.suffix_ids)
         self._cache: dict[str, list[int]] = {}
 
     def _build_byte_level(self, special_ids: set[int]) -> None:
@@ -269,11 +275,16 @@ class BPETokenizer:
         self._check_ids([token_id])
         return self._id_bytes[token_id]
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; special tokens in it are always matched."""
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``; special tokens in it are always matched.
+
+        ``add_special_tokens`` puts ``prefix_ids`` before and ``suffix_ids`` after the text (LLaMA's
+        BOS ``<s>``, RoBERTa's ``<s> … </s>``; a Hugging Face ``post_processor``), as the model saw
+        its training documents.
+        """
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        ids: list[int] = []
+        ids: list[int] = list(self.prefix_ids) if add_special_tokens else []
         offset = 0
         for segment, is_special in split_special(text, self.special_tokens):
             if is_special:
@@ -282,6 +293,8 @@ class BPETokenizer:
                 for chunk in self.pretokenizer.chunks(segment, at_start=offset == 0):
                     ids.extend(self._encode_chunk(chunk))
             offset += len(segment)
+        if add_special_tokens:
+            ids.extend(self.suffix_ids)
         return ids
 
     def _encode_chunk(self, chunk: str) -> list[int]:
@@ -358,6 +371,8 @@ class BPETokenizer:
             "unk_token": self.unk_token,
             "fuse_unk": self.fuse_unk,
             "ignore_merges": self.ignore_merges,
+            "prefix_ids": list(self.prefix_ids),
+            "suffix_ids": list(self.suffix_ids),
         }
 
     @classmethod
@@ -369,7 +384,7 @@ class BPETokenizer:
             raise ValueError(f"unsupported {FORMAT_NAME} version {data.get('version')!r}; this code reads {FORMAT_VERSION}")
         options = {key: data[key] for key in (
             "kind", "special_tokens", "pattern", "split_digits", "normalization", "prepend_scheme",
-            "prepend_unless_present", "byte_fallback", "unk_token", "fuse_unk", "ignore_merges",
+            "prepend_unless_present", "byte_fallback", "unk_token", "fuse_unk", "ignore_merges", "prefix_ids", "suffix_ids",
         ) if key in data}
         return cls(data["tokens"], data["merges"], **options)
 

@@ -13,9 +13,12 @@ Two families are understood, read from the file's ``normalizer`` and ``pre_token
 
 A ``Digits(individual_digits=true)`` pre-tokenizer after the regex becomes ``split_digits``. Every
 entry of ``added_tokens`` is matched as a special token (literally, on the raw text). The
-``post_processor`` (e.g. LLaMA's BOS) is not applied - add BOS ids yourself - and the ``decoder`` is
-implied by the family. Anything else (WordPiece/Unigram models, BPE dropout, subword prefixes,
-other normalizers or pre-tokenizers) is refused with a ``ValueError`` naming it.
+``post_processor`` becomes the ids ``encode(text, add_special_tokens=True)`` puts around a text:
+``TemplateProcessing``'s single-sequence template (LLaMA's ``<s> $A``), ``RobertaProcessing`` and
+``BertProcessing`` (``cls … sep``), ``ByteLevel`` (offsets only: no ids) and a ``Sequence`` of
+them. The ``decoder`` is implied by the family. Anything else (WordPiece/Unigram models, BPE dropout,
+subword prefixes, other normalizers, pre-tokenizers or post-processors) is refused with a
+``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -91,6 +94,43 @@ def _read_pre_tokenizer(pre_tokenizer: Mapping | None, options: dict) -> None:
             raise ValueError(f"unsupported pre-tokenizer step {step!r}")
 
 
+def _read_post_processor(processor: Mapping | None, options: dict) -> None:
+    """The ids a post-processor puts before and after a single text, into ``prefix_ids``/``suffix_ids``."""
+    if processor is None:
+        return
+    steps = processor["processors"] if processor.get("type") == "Sequence" else [processor]
+    for step in steps:
+        kind = step.get("type")
+        if kind == "ByteLevel":
+            continue
+        if options["prefix_ids"] or options["suffix_ids"]:
+            raise ValueError(f"more than one post-processor adds special tokens: {processor!r}")
+        if kind in ("RobertaProcessing", "BertProcessing"):
+            options["prefix_ids"], options["suffix_ids"] = [int(step["cls"][1])], [int(step["sep"][1])]
+        elif kind == "TemplateProcessing":
+            _read_template(step, options)
+        else:
+            raise ValueError(f"unsupported post-processor {step!r}")
+
+
+def _read_template(step: Mapping, options: dict) -> None:
+    special = step.get("special_tokens") or {}
+    before: list[int] = []
+    after: list[int] = []
+    sequences = 0
+    for piece in step.get("single") or []:
+        if "Sequence" in piece:
+            sequences += 1
+            continue
+        name = piece.get("SpecialToken", {}).get("id")
+        if name not in special:
+            raise ValueError(f"template piece {piece!r} names no special token of the post-processor")
+        (after if sequences else before).extend(int(i) for i in special[name]["ids"])
+    if sequences != 1:
+        raise ValueError(f"a single-sequence template must contain the text once, got {step.get('single')!r}")
+    options["prefix_ids"], options["suffix_ids"] = before, after
+
+
 def _merge_pairs(merges: list) -> list[tuple[str, str]]:
     pairs = []
     for merge in merges:
@@ -134,10 +174,11 @@ def tokenizer_from_hf_dict(data: Mapping) -> BPETokenizer:
             raise ValueError(f"merge ({left!r}, {right!r}) uses or makes {err.args[0]!r}, which is not in the vocabulary") from None
     options: dict[str, Any] = {
         "pattern": None, "split_digits": False, "normalization": None, "metaspace": False, "byte_level": False,
-        "prepend_scheme": "never", "prepend_unless_present": False,
+        "prepend_scheme": "never", "prepend_unless_present": False, "prefix_ids": [], "suffix_ids": [],
     }
     _read_normalizer(data.get("normalizer"), options)
     _read_pre_tokenizer(data.get("pre_tokenizer"), options)
+    _read_post_processor(data.get("post_processor"), options)
     if options["byte_level"] == options["metaspace"]:
         raise ValueError(
             "cannot tell the family: expected a ByteLevel pre-tokenizer (GPT-2, Qwen2) or '▁' spaces "
@@ -146,6 +187,7 @@ def tokenizer_from_hf_dict(data: Mapping) -> BPETokenizer:
     shared = dict(
         special_tokens=special_tokens, pattern=options["pattern"], split_digits=options["split_digits"],
         normalization=options["normalization"], ignore_merges=bool(model.get("ignore_merges", False)),
+        prefix_ids=options["prefix_ids"], suffix_ids=options["suffix_ids"],
     )
     if options["byte_level"]:
         return BPETokenizer(tokens, merges, kind="byte_level", **shared)
