@@ -18,6 +18,7 @@ from llmcore.tokenizers import (
     BPETokenizer,
     byte_token,
     pre_split,
+    SpecialTokenMatch,
     split_special,
     train_bpe,
 )
@@ -93,6 +94,18 @@ def test_split_special_prefers_the_longest_match():
     assert split_special("x<|end|>y<|endoftext|>", ["<|end", "<|end|>", "<|endoftext|>"]) == [
         ("x", False), ("<|end|>", True), ("y", False), ("<|endoftext|>", True),
     ]
+
+
+def test_split_special_strips_whitespace_and_respects_word_boundaries():
+    rules = {"<m>": SpecialTokenMatch(lstrip=True), "<r>": SpecialTokenMatch(rstrip=True), "[w]": SpecialTokenMatch(single_word=True)}
+    tokens = ["<m>", "<r>", "[w]"]
+    assert split_special("a \t <m> b", tokens, rules) == [("a", False), ("<m>", True), (" b", False)]
+    assert split_special("a <r> \n b", tokens, rules) == [("a ", False), ("<r>", True), ("b", False)]
+    # Stripping never takes whitespace that an earlier special token already owns.
+    assert split_special("<r>  <m>", tokens, rules) == [("<r>", True), ("<m>", True)]
+    assert split_special("x[w]y [w] z", tokens, rules) == [("x[w]y ", False), ("[w]", True), (" z", False)]
+    with pytest.raises(ValueError, match="not a special token"):
+        BPETokenizer(["a"], [], special_token_matching={"<m>": {"lstrip": True}})
 
 
 def test_pre_split_keeps_gaps_and_isolates_digits():

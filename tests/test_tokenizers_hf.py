@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers", reason="the Hugging Face tokenizers library is the oracle here")
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
 
 from llmcore.tokenizers import (  # noqa: E402
     GPT2_PATTERN,
@@ -202,3 +202,51 @@ def test_post_processor_special_tokens_match_tokenizers(kind, tmp_path):
         assert ours.encode(text) == theirs.encode(text, add_special_tokens=False).ids, text
     reloaded = BPETokenizer.from_dict(json.loads(json.dumps(ours.to_dict())))
     assert reloaded.encode("Hello world", add_special_tokens=True) == ours.encode("Hello world", add_special_tokens=True)
+
+
+FLAGGED_TOKENS = {
+    "<mask>": dict(lstrip=True),
+    "<sep>": dict(rstrip=True),
+    "<both>": dict(lstrip=True, rstrip=True),
+    "[w]": dict(single_word=True),
+    "<plain>": dict(),
+}
+FLAGGED_SAMPLES = [
+    "a <mask> b", "a<mask>b", "a   \t<mask>  b", "<mask> at start", "end <mask>", "two <mask> <mask> masks",
+    "x <sep>   y", "x<sep>\n\ny", "p  <both>  q", " <both> ", "a [w] b", "a[w]b", "[w]b", "a[w]", "[w] [w]", "é[w] ü",
+    "中[w]文 [w]", "under_[w] and -[w]-", "mixed <plain> <mask><sep><both>[w] end", "   ", "",
+]
+
+
+def test_special_token_flags_match_tokenizers(tmp_path):
+    ours, _ = _pair("gpt2_split")
+    theirs = _hf_byte_level(ours, _split(GPT2_PATTERN))
+    theirs.add_special_tokens([AddedToken(token, normalized=False, **flags) for token, flags in FLAGGED_TOKENS.items()])
+    path = tmp_path / "tokenizer.json"
+    theirs.save(str(path))
+    loaded = load_hf_tokenizer(path)
+    assert set(loaded.special_token_matching) == {"<mask>", "<sep>", "<both>", "[w]"}
+    for text in FLAGGED_SAMPLES + SAMPLES:
+        assert loaded.encode(text) == theirs.encode(text, add_special_tokens=False).ids, text
+    reloaded = BPETokenizer.from_dict(json.loads(json.dumps(loaded.to_dict())))
+    assert all(reloaded.encode(text) == loaded.encode(text) for text in FLAGGED_SAMPLES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["<mask>", "<sep>", "<both>", "[w]", " ", "  ", "\n", "a", "b_", "中", "-", "é"]), max_size=12))
+def test_special_token_flags_match_tokenizers_on_random_mixtures(pieces):
+    text = "".join(pieces)
+    ours, theirs = _flagged_pair()
+    assert ours.encode(text) == theirs.encode(text, add_special_tokens=False).ids
+
+
+_flagged: list = []
+
+
+def _flagged_pair() -> tuple[BPETokenizer, Tokenizer]:
+    if not _flagged:
+        ours, _ = _pair("gpt2_split")
+        theirs = _hf_byte_level(ours, _split(GPT2_PATTERN))
+        theirs.add_special_tokens([AddedToken(token, normalized=False, **flags) for token, flags in FLAGGED_TOKENS.items()])
+        _flagged.append((tokenizer_from_hf_dict(json.loads(theirs.to_str())), theirs))
+    return _flagged[0]

@@ -20,6 +20,7 @@ from .pretokenize import (
     QWEN2_PATTERN,
     SPIECE_UNDERLINE,
     PreTokenizer,
+    SpecialTokenMatch,
     pre_split,
     split_special,
 )
@@ -30,6 +31,6 @@ __all__ = [
     "BYTE_TO_CHAR", "CHAR_TO_BYTE", "bytes_to_token", "token_to_bytes",
     "load_hf_tokenizer", "tokenizer_from_hf_dict",
     "GPT2_PATTERN", "LLAMA3_PATTERN", "METASPACE_PATTERN", "QWEN2_PATTERN", "SPIECE_UNDERLINE",
-    "PreTokenizer", "pre_split", "split_special",
+    "PreTokenizer", "SpecialTokenMatch", "pre_split", "split_special",
     "learn_merges", "merge_pair", "train_bpe",
 ]

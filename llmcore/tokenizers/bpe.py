@@ -28,6 +28,7 @@ File format (``save``/``load``), a JSON object::
      "tokens": ["!", "\\"", ...],              # token string of every id, in id order
      "merges": [[left_id, right_id, result_id], ...],   # in rank order, earliest learned first
      "special_tokens": {"<|endoftext|>": 50256},      # text -> id; tokens[id] is the text
+     "special_token_matching": {"<mask>": {"lstrip": true, "rstrip": false, "single_word": false}},
      "pattern": "<regex>" | null,             # pre-splitting regex, null keeps a segment whole
      "split_digits": false,                   # isolate every \\p{N} character after the regex
      "normalization": null | "NFC" | "NFD" | "NFKC" | "NFKD",
@@ -47,10 +48,11 @@ from __future__ import annotations
 import heapq
 import json
 import os
+from dataclasses import asdict
 from typing import Iterable, Mapping, Sequence
 
 from .byte_alphabet import BYTE_TO_CHAR, token_to_bytes
-from .pretokenize import GPT2_PATTERN, SPIECE_UNDERLINE, PreTokenizer, split_special
+from .pretokenize import GPT2_PATTERN, SPIECE_UNDERLINE, PreTokenizer, SpecialTokenMatch, split_special
 
 __all__ = ["BPETokenizer", "apply_merges", "KINDS", "FORMAT_NAME", "FORMAT_VERSION", "byte_token"]
 
@@ -164,6 +166,7 @@ class BPETokenizer:
         ignore_merges: bool = False,
         prefix_ids: Sequence[int] = (),
         suffix_ids: Sequence[int] = (),
+        special_token_matching: Mapping[str, SpecialTokenMatch | Mapping[str, bool]] | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -187,6 +190,11 @@ class BPETokenizer:
                 raise ValueError(f"special token {text!r} has id {token_id}, whose token is not that text")
         special_ids = set(self.special_tokens.values())
         self._special_ids = special_ids
+        self.special_token_matching: dict[str, SpecialTokenMatch] = {}
+        for text, rule in (special_token_matching or {}).items():
+            if text not in self.special_tokens:
+                raise ValueError(f"special_token_matching names {text!r}, which is not a special token")
+            self.special_token_matching[text] = rule if isinstance(rule, SpecialTokenMatch) else SpecialTokenMatch(**rule)
         self.merges: list[tuple[int, int, int]] = []
         self._merge_ranks: dict[tuple[int, int], tuple[int, int]] = {}
         results: set[int] = set()
@@ -286,7 +294,7 @@ class BPETokenizer:
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         ids: list[int] = list(self.prefix_ids) if add_special_tokens else []
         offset = 0
-        for segment, is_special in split_special(text, self.special_tokens):
+        for segment, is_special in split_special(text, self.special_tokens, self.special_token_matching):
             if is_special:
                 ids.append(self.special_tokens[segment])
             else:
@@ -362,6 +370,7 @@ class BPETokenizer:
             "tokens": list(self.tokens),
             "merges": [list(merge) for merge in self.merges],
             "special_tokens": dict(self.special_tokens),
+            "special_token_matching": {text: asdict(rule) for text, rule in self.special_token_matching.items()},
             "pattern": rule.pattern,
             "split_digits": rule.split_digits,
             "normalization": rule.normalization,
@@ -385,6 +394,7 @@ class BPETokenizer:
         options = {key: data[key] for key in (
             "kind", "special_tokens", "pattern", "split_digits", "normalization", "prepend_scheme",
             "prepend_unless_present", "byte_fallback", "unk_token", "fuse_unk", "ignore_merges", "prefix_ids", "suffix_ids",
+            "special_token_matching",
         ) if key in data}
         return cls(data["tokens"], data["merges"], **options)
 

@@ -12,7 +12,8 @@ Two families are understood, read from the file's ``normalizer`` and ``pre_token
   ``split``), with ``byte_fallback`` to ``<0xXX>`` tokens or an ``unk_token``.
 
 A ``Digits(individual_digits=true)`` pre-tokenizer after the regex becomes ``split_digits``. Every
-entry of ``added_tokens`` is matched as a special token (literally, on the raw text). The
+entry of ``added_tokens`` is matched as a special token (literally, on the raw text, with its
+``lstrip``/``rstrip``/``single_word`` flags; ``normalized`` tokens are not normalized first). The
 ``post_processor`` becomes the ids ``encode(text, add_special_tokens=True)`` puts around a text:
 ``TemplateProcessing``'s single-sequence template (LLaMA's ``<s> $A``), ``RobertaProcessing`` and
 ``BertProcessing`` (``cls … sep``), ``ByteLevel`` (offsets only: no ids) and a ``Sequence`` of
@@ -28,7 +29,7 @@ import os
 from typing import Any, Mapping
 
 from .bpe import BPETokenizer
-from .pretokenize import GPT2_PATTERN, METASPACE_PATTERN, NORMALIZATIONS, SPIECE_UNDERLINE
+from .pretokenize import GPT2_PATTERN, METASPACE_PATTERN, NORMALIZATIONS, SPIECE_UNDERLINE, SpecialTokenMatch
 
 __all__ = ["load_hf_tokenizer", "tokenizer_from_hf_dict"]
 
@@ -155,12 +156,18 @@ def tokenizer_from_hf_dict(data: Mapping) -> BPETokenizer:
     for token, token_id in model["vocab"].items():
         by_id[token_id] = token
     special_tokens: dict[str, int] = {}
+    matching: dict[str, SpecialTokenMatch] = {}
     for added in data.get("added_tokens") or []:
         token_id, content = added["id"], added["content"]
         if by_id.get(token_id, content) != content:
             raise ValueError(f"added token {content!r} has id {token_id}, which the vocabulary gives to {by_id[token_id]!r}")
         by_id[token_id] = content
         special_tokens[content] = token_id
+        rule = SpecialTokenMatch(
+            lstrip=bool(added.get("lstrip")), rstrip=bool(added.get("rstrip")), single_word=bool(added.get("single_word"))
+        )
+        if rule != SpecialTokenMatch():
+            matching[content] = rule
     missing = [i for i in range(len(by_id)) if i not in by_id]
     if missing:
         raise ValueError(f"token ids must run from 0 without gaps; missing {missing[:8]}")
@@ -187,7 +194,7 @@ def tokenizer_from_hf_dict(data: Mapping) -> BPETokenizer:
     shared = dict(
         special_tokens=special_tokens, pattern=options["pattern"], split_digits=options["split_digits"],
         normalization=options["normalization"], ignore_merges=bool(model.get("ignore_merges", False)),
-        prefix_ids=options["prefix_ids"], suffix_ids=options["suffix_ids"],
+        prefix_ids=options["prefix_ids"], suffix_ids=options["suffix_ids"], special_token_matching=matching,
     )
     if options["byte_level"]:
         return BPETokenizer(tokens, merges, kind="byte_level", **shared)

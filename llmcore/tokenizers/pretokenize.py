@@ -30,13 +30,14 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import regex
 
 __all__ = [
     "GPT2_PATTERN", "LLAMA3_PATTERN", "QWEN2_PATTERN", "METASPACE_PATTERN", "SPIECE_UNDERLINE",
-    "compile_pattern", "split_special", "pre_split", "PreTokenizer", "PREPEND_SCHEMES", "NORMALIZATIONS",
+    "compile_pattern", "split_special", "SpecialTokenMatch", "pre_split", "PreTokenizer", "PREPEND_SCHEMES",
+    "NORMALIZATIONS",
 ]
 
 PREPEND_SCHEMES = ("first", "always", "never")
@@ -55,6 +56,24 @@ SPIECE_UNDERLINE = "\u2581"
 METASPACE_PATTERN = rf"{SPIECE_UNDERLINE}[^{SPIECE_UNDERLINE}]*|[^{SPIECE_UNDERLINE}]+"
 
 _NUMBER = regex.compile(r"(\p{N})")
+# Word characters and whitespace as Hugging Face tokenizers (Rust's regex \w and \s) define them.
+_WORD_CHAR = regex.compile(r"[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]")
+_TRAILING_SPACE = regex.compile(r"\p{White_Space}*\Z")
+_LEADING_SPACE = regex.compile(r"\p{White_Space}*")
+
+
+@dataclass(frozen=True)
+class SpecialTokenMatch:
+    """How a special token is matched (Hugging Face ``AddedToken``'s flags; all off by default).
+
+    ``lstrip``/``rstrip``: the whitespace right before/after the token belongs to it, so it is not
+    encoded as text (RoBERTa's ``<mask>`` takes the space before it). ``single_word``: the token
+    matches only where no word character touches it on either side.
+    """
+
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
 
 
 @lru_cache(maxsize=32)
@@ -75,11 +94,14 @@ def _special_matcher(special_tokens: tuple[str, ...]) -> regex.Pattern:
     return regex.compile("|".join(regex.escape(token) for token in ordered))
 
 
-def split_special(text: str, special_tokens: Iterable[str]) -> list[tuple[str, bool]]:
-    """``text`` as ``(segment, is_special)`` pairs in order; segments concatenate back to ``text``.
+def split_special(
+    text: str, special_tokens: Iterable[str], matching: Mapping[str, SpecialTokenMatch] | None = None
+) -> list[tuple[str, bool]]:
+    """``text`` as ``(segment, is_special)`` pairs in order; segments concatenate back to ``text``
+    unless a token's ``matching`` rule strips the whitespace around it.
 
-    Special tokens are matched literally, leftmost first and longest first at the same position.
-    Empty segments are left out.
+    Special tokens are matched literally, leftmost first and longest first at the same position; a
+    ``single_word`` token inside a word is not a match. Empty segments are left out.
     """
     specials = tuple(sorted(set(special_tokens)))
     if "" in specials:
@@ -89,10 +111,21 @@ def split_special(text: str, special_tokens: Iterable[str]) -> list[tuple[str, b
     segments: list[tuple[str, bool]] = []
     start = 0
     for match in _special_matcher(specials).finditer(text):
-        if match.start() > start:
-            segments.append((text[start:match.start()], False))
+        begin, end = match.span()
+        rule = matching.get(match.group()) if matching else None
+        if rule is not None:
+            if rule.single_word and (
+                (begin and _WORD_CHAR.match(text, begin - 1)) or (end < len(text) and _WORD_CHAR.match(text, end))
+            ):
+                continue
+            if rule.lstrip:
+                begin = max(start, _TRAILING_SPACE.search(text, start, begin).start())
+            if rule.rstrip:
+                end = _LEADING_SPACE.match(text, end).end()
+        if begin > start:
+            segments.append((text[start:begin], False))
         segments.append((match.group(), True))
-        start = match.end()
+        start = end
     if start < len(text):
         segments.append((text[start:], False))
     return segments
