@@ -239,10 +239,15 @@ class SandboxExecute(Execute):
         self._record["killed"] = "timed_out"
         self._record.setdefault("killed_detail", f"notebook wall-clock limit of {self.notebook_timeout} s reached")
         try:
-            process = self.km.provisioner.process
-            os.kill(process.pid, signal.SIGKILL)
+            pid = self.km.provisioner.process.pid
         except Exception:
-            pass
+            return
+        # The kernel leads its own process group, so processes the notebook started die with it.
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def preprocess(self, nb, resources=None, km=None):
         from nbclient.client import NotebookClient

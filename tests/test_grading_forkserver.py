@@ -71,3 +71,42 @@ def test_template_that_started_a_thread_is_refused_and_kernels_are_exec_started(
         assert forkserver_client.server_for("threaded_module", 0, executor._isolated) is None
     finally:
         forkserver_client.close_all()
+
+
+SPAWN_CHILD = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its new parent counts as ended)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_processes_a_notebook_started_end_with_its_kernel(executor):
+    cell, record = _run(executor, "spawns", SPAWN_CHILD)
+    assert record["status"] == "ok"
+    assert _gone(int(cell.outputs[0]["text"]))
+
+
+def test_processes_a_notebook_started_end_when_the_notebook_times_out():
+    executor = SandboxExecute(memory_mb=1024, preload="json", timeout=30, notebook_timeout=4)
+    try:
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_code_cell(SPAWN_CHILD),
+            nbformat.v4.new_code_cell("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"),
+        ])
+        nb, _ = executor.preprocess(nb, {"nbgrader": {"student": "spawns_and_hangs", "notebook": "nb"}})
+        assert sandbox.RUNS[("spawns_and_hangs", "nb")]["status"] == "timed_out"
+        assert _gone(int(nb.cells[0].outputs[0]["text"]))
+    finally:
+        forkserver_client.close_all()
