@@ -200,7 +200,6 @@ class MultiHeadAttention(nn.Module):
         ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, grouped heads without
         copies); with them it runs in :func:`scaled_dot_product_attention`, the readable reference.
         """
-        batch, length = x.shape[0], x.shape[1]
         cross = isinstance(cache, CrossAttentionCache)
         q, k, v = self._project(x, context, cache if cross else None)
         if rotary is not None:
@@ -234,7 +233,7 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, attn_mask=scores_mask, dropout_p=dropout_p, is_causal=is_causal, scale=self.scale,
                 enable_gqa=self.n_heads != self.n_kv_heads,
             )
-        out = self.o_proj(out.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
+        out = self.o_proj(merge_heads(out))
         return (out, weights) if return_weights else out
 
     def _project(self, x: Tensor, context: Tensor | None, cross_cache: CrossAttentionCache | None) -> tuple[Tensor, ...]:
