@@ -14,7 +14,9 @@ from torch import Tensor, nn
 from .. import masks
 from ..cache import KVCache, LayerKVCache, RollingKVCache
 from .config import ModelConfig
-from .stack import Embeddings, RelativePositions, TransformerLayer, init_weights, keep_mask, layer_mask_mod, make_norm
+from .stack import (
+    Embeddings, RelativePositions, TransformerLayer, causal_without_mask, init_weights, keep_mask, layer_mask_mod, make_norm,
+)
 
 __all__ = ["CausalLM", "NormHead"]
 
@@ -138,16 +140,12 @@ class CausalLM(nn.Module):
     ) -> tuple[None, bool] | None:
         """``(None, is_causal)`` when a layer of ``kind`` needs no mask tensor, else ``None``."""
         window = self.config.sliding_window
-        fits_window = kind == "full" or (
+        within_window = kind == "full" or (
             kind == "sliding" and window is not None and past + query_length <= window
         )
-        if past == 0 and fits_window:
-            return None, query_length > 1
-        if query_length == 1 and (fits_window or isinstance(layer_cache, RollingKVCache)):
-            # One new token may see every key handed to it: all of them (full), or the rolling
-            # buffer, which after the write holds exactly its window.
-            return None, False
-        return None
+        return causal_without_mask(
+            past, query_length, within_window=within_window, rolling_buffer=isinstance(layer_cache, RollingKVCache)
+        )
 
     @staticmethod
     def _prefix_lengths(prefix_lengths: int | Tensor, batch: int, device: torch.device) -> Tensor:

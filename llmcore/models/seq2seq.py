@@ -16,7 +16,7 @@ from .. import masks
 from ..cache import KVCache
 from ..relative_position import RelativePositionBias
 from .config import ModelConfig
-from .stack import Embeddings, TransformerLayer, init_weights, keep_mask, make_norm
+from .stack import Embeddings, TransformerLayer, causal_without_mask, init_weights, keep_mask, make_norm
 
 __all__ = ["Seq2SeqLM"]
 
@@ -120,10 +120,9 @@ class Seq2SeqLM(nn.Module):
                 raise ValueError("the cache must come from KVCache.for_model(this model)")
             tgt_keep = cache.extend_keep(tgt_keep)
         src_keep = keep_mask(src_mask, batch, src_length, tgt_ids.device)
-        # Without padding the fused kernels need no mask tensor: a causal block from the start, or one
-        # new token that may see every cached key (as CausalLM does when decoding).
-        if bool(tgt_keep.all()) and (past == 0 or length == 1):
-            self_mask, is_causal = None, length > 1
+        unmasked = causal_without_mask(past, length) if bool(tgt_keep.all()) else None
+        if unmasked is not None:
+            self_mask, is_causal = unmasked
         else:
             self_mask, is_causal = masks.dense_mask(
                 masks.and_masks(masks.causal_mask, masks.padding_mask(tgt_keep)),

@@ -27,7 +27,7 @@ from .config import ModelConfig
 
 __all__ = [
     "init_weights", "make_norm", "make_ffn", "TransformerLayer", "Embeddings", "PositionContext", "layer_mask_mod",
-    "keep_mask",
+    "keep_mask", "causal_without_mask",
 ]
 
 
@@ -301,6 +301,23 @@ def keep_mask(attention_mask: Tensor | None, batch: int, length: int, device: to
     if attention_mask.shape != (batch, length):
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(batch, length)}")
     return attention_mask.bool()
+
+
+def causal_without_mask(
+    past: int, query_length: int, *, within_window: bool = True, rolling_buffer: bool = False
+) -> tuple[None, bool] | None:
+    """``(None, is_causal)`` when a causal layer over unpadded rows needs no mask tensor, else ``None``.
+
+    ``query_length`` new queries follow ``past`` cached positions. A block starting at position 0
+    whose keys all lie within the window runs PyTorch's fused causal kernel; one new token may see
+    every key handed to it - all of them within the window, or a rolling buffer (``rolling_buffer``),
+    which after the write holds exactly its window.
+    """
+    if past == 0 and within_window:
+        return None, query_length > 1
+    if query_length == 1 and (within_window or rolling_buffer):
+        return None, False
+    return None
 
 
 def layer_mask_mod(config: ModelConfig, kind: str, *, causal: bool) -> masks.MaskMod:
