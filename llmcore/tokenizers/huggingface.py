@@ -44,10 +44,15 @@ def _string_pattern(pattern: Any) -> str | None:
     return pattern.get("String") if isinstance(pattern, Mapping) else None
 
 
+def _steps(component: Mapping, key: str) -> list:
+    """The parts of a ``Sequence`` component (listed under ``key``), or the component alone."""
+    return component[key] if component.get("type") == "Sequence" else [component]
+
+
 def _read_normalizer(normalizer: Mapping | None, options: dict) -> None:
     if normalizer is None:
         return
-    steps = normalizer["normalizers"] if normalizer.get("type") == "Sequence" else [normalizer]
+    steps = _steps(normalizer, "normalizers")
     for position, step in enumerate(steps):
         kind = step.get("type")
         if kind in NORMALIZATIONS and position == 0:
@@ -64,7 +69,7 @@ def _read_normalizer(normalizer: Mapping | None, options: dict) -> None:
 def _read_pre_tokenizer(pre_tokenizer: Mapping | None, options: dict) -> None:
     if pre_tokenizer is None:
         return
-    steps = pre_tokenizer["pretokenizers"] if pre_tokenizer.get("type") == "Sequence" else [pre_tokenizer]
+    steps = _steps(pre_tokenizer, "pretokenizers")
     for step in steps:
         kind = step.get("type")
         if kind == "Split" and options["pattern"] is None and not options["split_digits"]:
@@ -99,7 +104,7 @@ def _read_post_processor(processor: Mapping | None, options: dict) -> None:
     """The ids a post-processor puts before and after a single text, into ``prefix_ids``/``suffix_ids``."""
     if processor is None:
         return
-    steps = processor["processors"] if processor.get("type") == "Sequence" else [processor]
+    steps = _steps(processor, "processors")
     for step in steps:
         kind = step.get("type")
         if kind == "ByteLevel":
