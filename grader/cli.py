@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from grader.collect_pattern import DEFAULT_PATTERN
 from grader.course_folder import REPO_ROOT, SOLUTIONS_DIR
 from grader.errors import GraderError
 
@@ -59,16 +60,27 @@ def cmd_release(args):
 
 
 def cmd_collect(args):
-    from grader.collect import collect
+    from grader.collect import LMS_PATTERNS, collect
     from grader.course_folder import course_api
     from grader.grading import _check_released
 
     released = _check_released(course_api(args.course_dir), args.chapter)
-    students, unrecognised = collect(args.course_dir, args.chapter, args.source, args.pattern, released)
-    print(f"collected {len(students)} submissions of {args.chapter}: {', '.join(students)}")
-    for name in unrecognised:
+    pattern = args.pattern or LMS_PATTERNS.get(args.lms) or DEFAULT_PATTERN
+    done = collect(args.course_dir, args.chapter, args.source, pattern, released, replace=args.replace)
+    count = len(done.students)
+    print(f"collected {count} submission{'s' * (count != 1)} of {args.chapter}: {', '.join(done.students)}"
+          + (" (whole submissions replaced)" if args.replace else " (merged: earlier notebooks kept)"))
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for name in done.unrecognised:
         print(f"unrecognised: {name}", file=sys.stderr)
-    return EXIT_OK
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if done.warnings:
+        print(f"{len(done.warnings)} warning(s): a student above would be graded without a notebook; "
+              "fix the files and collect again" + ("" if args.strict else " (--strict makes this an error)"),
+              file=sys.stderr)
+    return EXIT_FAILED if args.strict and (done.warnings or done.unrecognised) else EXIT_OK
 
 
 def cmd_autograde(args):
@@ -141,7 +153,7 @@ def cmd_export(args):
 
 def build_parser():
     """The argument parser of ``python -m grader`` and its subcommands."""
-    from grader.collect import DEFAULT_PATTERN
+    from grader.collect import LMS_PATTERNS
     from grader.export import COLUMNS_HELP
     from grader.grading import Limits
 
@@ -189,11 +201,21 @@ def build_parser():
     chapter_and_course_dir(sub)
     sub.add_argument("source", metavar="FOLDER_OR_ZIP", type=Path, help="folder or .zip of submissions")
     sub.add_argument(
-        "--pattern", default=DEFAULT_PATTERN,
-        help="regular expression (nbgrader zip_collect's named_regexp) matched against each file's full "
-        "path, with groups student_id and file_id (default: <student_id>/[<chapter>/]<notebook>.ipynb "
-        "at any depth: %(default)s)",
+        "--lms", choices=sorted(LMS_PATTERNS),
+        help="file layout of this LMS's submission download (a preset --pattern; see docs/INSTRUCTORS.md)",
     )
+    sub.add_argument(
+        "--pattern", default=None,
+        help="regular expression (nbgrader zip_collect's named_regexp) matched against each file's full "
+        "path, with groups student_id and file_id; file_id may carry LMS prefixes and suffixes, it is "
+        "matched to a notebook name (default: <student_id>/[<chapter>/]<notebook>.ipynb at any depth: "
+        f"{DEFAULT_PATTERN})".replace("%", "%%"),
+    )
+    sub.add_argument("--replace", action="store_true",
+                     help="replace each collected student's whole submission (default: merge, a new file "
+                     "replaces only its notebook)")
+    sub.add_argument("--strict", action="store_true",
+                     help="exit 1 when a collected student lacks a notebook or a file was not recognised")
 
     sub = command("autograde", cmd_autograde, "autograde a chapter in parallel, notebook by notebook, under limits")
     chapter_and_course_dir(sub)

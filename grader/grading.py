@@ -61,20 +61,33 @@ def check_student_id(student_id, where):
         )
 
 
-def store_submissions(course_dir, chapter, submissions):
-    """Copy ``{student_id: [notebook paths]}`` into the course folder, replacing earlier submissions."""
-    from nbgrader.api import Gradebook
+def store_submissions(course_dir, chapter, submissions, replace=True):
+    """Copy submissions into the course folder; return the student ids.
+
+    ``submissions`` maps a student id to a list of notebook paths (stored under their own names) or
+    to ``{notebook name: path}`` (stored as ``<notebook name>.ipynb``). With ``replace`` a student's
+    earlier submission of ``chapter`` is replaced as a whole; without it, only the notebooks given.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
 
     api = course_api(course_dir)
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
         for student_id, notebooks in submissions.items():
             target = _submitted_dir(api, student_id, chapter)
-            if target.exists():
+            if replace and target.exists():
                 shutil.rmtree(target)
-            target.mkdir(parents=True)
-            for notebook in notebooks:
-                shutil.copy2(notebook, target / Path(notebook).name)
-            gradebook.update_or_create_student(student_id)
+            target.mkdir(parents=True, exist_ok=True)
+            if not isinstance(notebooks, dict):
+                notebooks = {Path(path).stem: path for path in notebooks}
+            for name, notebook in notebooks.items():
+                shutil.copy2(notebook, target / f"{name}.ipynb")
+            try:
+                student = gradebook.find_student(student_id)
+            except MissingEntry:
+                student = None
+            if student is None or not (student.first_name or student.last_name):
+                # the formgrader lists "last, first": show the id rather than "None, None"
+                gradebook.update_or_create_student(student_id, last_name=student_id, first_name="")
     return list(submissions)
 
 
