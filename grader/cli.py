@@ -46,8 +46,12 @@ def cmd_generate(args):
 def cmd_init(args):
     from grader.course_folder import init_course
 
-    course_dir = init_course(args.course_dir)
-    print(f"created course folder {course_dir}")
+    course_dir, created = init_course(args.course_dir)
+    if created:
+        print(f"created course folder {course_dir} (keep gradebook.db and course_secret.txt private)")
+    else:
+        print(f"added a course secret to the course folder {course_dir}: hidden checks are graded with "
+              "cases the class cannot reproduce from now on (regrade to apply it to earlier grades)")
     return EXIT_OK
 
 

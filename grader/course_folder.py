@@ -7,8 +7,9 @@ included) run inside it behave like ``python -m grader``.
 
 Layout: ``source/`` (snapshot of the released chapters' solutions), ``release/``,
 ``submitted/<student>/<chapter>/``, ``autograded/``, ``feedback/``,
-``gradebook.db``, ``exchange/`` and ``.release_history/`` (every released version of each
-notebook, so that a submission of an earlier release is not taken for tampering).
+``gradebook.db``, ``exchange/``, ``.release_history/`` (every released version of each
+notebook, so that a submission of an earlier release is not taken for tampering) and
+``course_secret.txt`` (the seed of the hidden checks' cases; private like the gradebook).
 """
 import hashlib
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from grader.errors import GraderError
 from grader.generate import find_chapters
-from grader.nbgrader_setup import CONFIG_FILENAME, make_api
+from grader.nbgrader_setup import CONFIG_FILENAME, SECRET_FILENAME, make_api, read_course_secret, write_course_secret
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
@@ -46,7 +47,11 @@ c.merge(base_config(os.path.dirname(os.path.abspath(__file__))))
 
 
 def init_course(course_dir):
-    """Create the course folder ``course_dir`` with its nbgrader_config.py; return its path."""
+    """Create the course folder ``course_dir`` with its nbgrader_config.py and course secret.
+
+    Returns ``(path, created)``: a course folder made before course secrets existed only gets its
+    secret (``created`` False); one that has both is refused.
+    """
     course_dir = Path(course_dir).resolve()
     if course_dir == REPO_ROOT or REPO_ROOT in course_dir.parents:
         raise GraderError(
@@ -55,11 +60,20 @@ def init_course(course_dir):
         )
     config_file = course_dir / CONFIG_FILENAME
     if config_file.exists():
-        raise GraderError(f"{course_dir} is already a course folder ({config_file} exists)")
+        if read_course_secret(course_dir):
+            raise GraderError(f"{course_dir} is already a course folder ({config_file} exists)")
+        write_course_secret(course_dir)
+        return course_dir, False
     (course_dir / "source").mkdir(parents=True, exist_ok=True)
     (course_dir / "submitted").mkdir(exist_ok=True)
     config_file.write_text(CONFIG_TEMPLATE.format(repo=str(REPO_ROOT)))
-    return course_dir
+    write_course_secret(course_dir)
+    return course_dir, True
+
+
+def course_secret(course_dir):
+    """The secret the hidden checks of ``course_dir`` are seeded from ('' when it has none)."""
+    return read_course_secret(Path(course_dir).resolve())
 
 
 def load_course_config(course_dir):

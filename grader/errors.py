@@ -6,5 +6,15 @@ class GraderError(Exception):
 
     @classmethod
     def from_nbgrader(cls, action, result):
-        """The error for a failed ``result`` of an ``NbGraderAPI`` call, with nbgrader's log."""
-        return cls(f"nbgrader could not {action}:\n{result.get('log', '')}{result.get('error', '')}")
+        """The error for a failed ``result`` of an ``NbGraderAPI`` call.
+
+        A refusal :mod:`grader.refusals` knows becomes one sentence with what to do; anything else
+        keeps nbgrader's log.
+        """
+        from grader.refusals import explain
+
+        log = f"{result.get('log', '')}{result.get('error', '')}"
+        sentence = explain(log)
+        if sentence:
+            return cls(f"could not {action}: {sentence}")
+        return cls(f"nbgrader could not {action}:\n{log}")

@@ -63,12 +63,13 @@ class ForkedKernel:
 class ForkServer:
     """One template process (``python -m grader.forkserver``) and the socket to ask it for kernels."""
 
-    def __init__(self, preload, threads, isolate_network, start_timeout=120):
+    def __init__(self, preload, threads, isolate_network, start_timeout=120, course_secret=""):
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cmd = [sys.executable, "-m", "grader.forkserver", str(theirs.fileno())]
         if isolate_network:
             cmd = ["unshare", "-n", "--", *cmd]
-        env = {**os.environ, "GRADER_PRELOAD": preload, "PYTHONNOUSERSITE": "1"}
+        # the secret is in the template too, for checks that derive their hidden seeds at import
+        env = {**os.environ, "GRADER_PRELOAD": preload, "PYTHONNOUSERSITE": "1", "GRADER_COURSE_SECRET": course_secret}
         if threads:
             env["GRADER_THREADS"] = str(threads)
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
@@ -114,15 +115,15 @@ class ForkServer:
 _SERVERS = {}
 
 
-def server_for(preload, threads, isolate_network):
+def server_for(preload, threads, isolate_network, course_secret=""):
     """This process's template for these settings, started on first use; None where it cannot serve."""
-    key = (preload, threads, isolate_network)
+    key = (preload, threads, isolate_network, course_secret)
     server = _SERVERS.get(key)
     if server is False:
         return None
     if server is None or not server.alive():
         try:
-            server = ForkServer(preload, threads, isolate_network)
+            server = ForkServer(preload, threads, isolate_network, course_secret=course_secret)
         except (ForkServerUnavailable, OSError) as error:
             print(f"grader: kernels start without the fork server ({error})", file=sys.stderr)
             server = False

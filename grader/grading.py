@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from grader.course_folder import course_api, load_course_config, released_versions
+from grader.nbgrader_setup import read_course_secret
 from grader.errors import GraderError
 
 # Student ids become folder names and nbgrader globs over them.
@@ -171,6 +172,7 @@ def grading_config(course_dir, chapter, limits):
     config.SandboxExecute.threads = limits.threads
     release = root / config.CourseDirectory.release_directory / chapter
     config.SandboxExecute.preload = _preload_modules(release)
+    config.SandboxExecute.course_secret = read_course_secret(root)
     return config
 
 
@@ -286,7 +288,7 @@ def grade_student(course_dir, chapter, student, limits):
                 status, detail = run["status"], run.get("detail", "")
             elif slow:
                 status = "timed_out"
-                detail = f"cell limit of {limits.cell_timeout} s reached in: {', '.join(slow)}"
+                detail = f"stopped after the {limits.cell_timeout} s limit for one cell, in cell {', '.join(slow)}"
             elif any(entry.severity == "tamper" for entry in entries):
                 status = "tampered"
                 detail = "; ".join(sorted({entry.kind for entry in entries if entry.severity == "tamper"}))
@@ -364,25 +366,37 @@ def autograde_chapter(course_dir, chapter, students=None, jobs=None, limits=None
 
 
 def generate_feedback(course_dir, chapter):
-    """Write feedback HTML for every autograded submission of ``chapter``; return the files.
+    """Write feedback HTML for every submission of ``chapter``; return the files.
 
-    Hidden tests are removed from the cells, and the tracebacks of failed tests are replaced by the
-    check's message, so the feedback never shows hidden-test source.
+    The course folder's config (``grader.nbgrader_setup.base_config``) makes nbgrader's feedback safe:
+    hidden tests removed, tracebacks of failed tests replaced by the check's message, a status banner.
+    Notebooks nbgrader has no autograded copy of (missing, malformed, not graded) get a page with
+    their banner, so every student who submitted anything gets a page per notebook.
     """
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+    from nbgrader.api import Gradebook
 
-    from grader.feedback import HideTestTracebacks
-    from grader.nbgrader_setup import make_api
+    from grader import report
+    from grader.feedback import missing_feedback_page
 
-    config = load_course_config(course_dir)
-    config.GenerateFeedback.preprocessors = [
-        GetGrades, CSSHTMLHeaderPreprocessor, ClearHiddenTests, HideTestTracebacks,
-    ]
-    api = make_api(config)
-    _check_released(api, chapter)
+    api = course_api(course_dir)
+    released = _check_released(api, chapter)
     result = api.generate_feedback(chapter)
     if not result["success"]:
         raise GraderError.from_nbgrader(f"generate feedback for {chapter}", result)
-    feedback = Path(api.coursedir.format_path(api.coursedir.feedback_directory, ".", ".")).resolve()
+    coursedir = api.coursedir
+    statuses = report.load_statuses(coursedir, chapter)
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
+        max_scores = {nb.name: nb.max_score for nb in gradebook.find_assignment(chapter).notebooks}
+    students = sorted(set(submitted_students(api, chapter)) | {key[1] for key in statuses})
+    for student in students:
+        folder = Path(coursedir.format_path(coursedir.feedback_directory, student, chapter))
+        for name in released:
+            page = folder / f"{name}.html"
+            if page.exists():
+                continue
+            status, score, max_score, detail = statuses.get(
+                (chapter, student, name), ("not_graded", 0.0, max_scores.get(name, 0.0), "not autograded yet"))
+            folder.mkdir(parents=True, exist_ok=True)
+            page.write_text(missing_feedback_page(name, status, score, max_score, detail))
+    feedback = Path(coursedir.format_path(coursedir.feedback_directory, ".", ".")).resolve()
     return sorted(feedback.glob(f"*/{chapter}/*.html"))

@@ -11,8 +11,12 @@ from traitlets.config import Config
 COURSE_ID = "llmcore-course"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 CELL_TIMEOUT_S = 120
-VOLATILE_FILES = [".ipynb_checkpoints", "__pycache__", "*.pyc", ".DS_Store", "feedback"]
 CONFIG_FILENAME = "nbgrader_config.py"
+# The per-course secret the hidden checks are seeded from (grader.checks reads GRADER_COURSE_SECRET);
+# written by `python -m grader init` next to the gradebook, never released.
+SECRET_FILENAME = "course_secret.txt"
+SECRET_ENV = "GRADER_COURSE_SECRET"
+VOLATILE_FILES = [".ipynb_checkpoints", "__pycache__", "*.pyc", ".DS_Store", "feedback", SECRET_FILENAME]
 
 # Folders of the grading steps, relative to the instructor folder.
 INSTRUCTOR_FOLDERS = {
@@ -29,6 +33,7 @@ def base_config(
     source_directory="source",
     release_directory="release",
     instructor_directory=".",
+    plain_autograde=False,
 ):
     """Return the nbgrader configuration of a course rooted at ``root``.
 
@@ -36,6 +41,11 @@ def base_config(
     Everything private to the instructor (gradebook, submissions, grades,
     feedback, exchange) goes under ``root/instructor_directory``; those folders
     are created here because sqlite does not create a missing folder.
+
+    Feedback is safe from every nbgrader entry point (the formgrader's buttons included): hidden
+    tests cleared, test tracebacks reduced to the check's message, a status banner, maths as MathML
+    (no CDN). Unless ``plain_autograde``, plain nbgrader autograde (the formgrader's Autograde button)
+    refuses and points to ``python -m grader autograde``, which sets its own preprocessors.
     """
     root = Path(root).resolve()
     instructor = root / instructor_directory
@@ -59,9 +69,38 @@ def base_config(
 
     c.FileNameCollectorPlugin.named_regexp = DEFAULT_PATTERN
 
+    from grader.feedback import FeedbackExporter, feedback_preprocessors
+
+    c.GenerateFeedback.preprocessors = feedback_preprocessors()
+    c.GenerateFeedback.exporter_class = FeedbackExporter
+    if not plain_autograde:
+        from grader.refusals import RefuseAutograde
+
+        c.Autograde.autograde_preprocessors = [RefuseAutograde]
+
     for folder in [instructor, instructor / "exchange"]:
         folder.mkdir(parents=True, exist_ok=True)
     return c
+
+
+def read_course_secret(root):
+    """The course secret stored in the course folder ``root`` ('' when it has none)."""
+    try:
+        return (Path(root) / SECRET_FILENAME).read_text().strip()
+    except OSError:
+        return ""
+
+
+def write_course_secret(root):
+    """Write a new random course secret into ``root`` (owner-only); return it."""
+    import os
+    import secrets
+
+    secret = secrets.token_hex(32)
+    path = Path(root) / SECRET_FILENAME
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(secret + "\n")
+    return secret
 
 
 def repository_config(repo_root):

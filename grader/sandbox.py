@@ -32,6 +32,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
 
 from grader.kernel_launcher import ARM_EVENT, PROBE_EVENT
+from grader.nbgrader_setup import SECRET_ENV
 
 # (student_id, notebook) -> dict describing the run; filled by SandboxExecute, read by grading.py.
 RUNS = {}
@@ -109,6 +110,7 @@ class SandboxExecute(Execute):
     isolate_network = Bool(True, help="run the kernel without network (unshare -n) when possible").tag(config=True)
     fork_kernels = Bool(True, help="fork each kernel from a template that preloaded the modules").tag(config=True)
     probe = Bool(True, help="check before each test cell that the grader checks are intact").tag(config=True)
+    course_secret = Unicode("", help="seed of the hidden checks' cases (GRADER_COURSE_SECRET in the kernel)").tag(config=True)
     # A busy machine can delay a cell's last output; waiting a little longer beats failing the notebook.
     iopub_timeout = Integer(15).tag(config=True)
     raise_on_iopub_timeout = Bool(False).tag(config=True)
@@ -136,12 +138,13 @@ class SandboxExecute(Execute):
             env["GRADER_THREADS"] = str(self.threads)
         if self.preload:
             env["GRADER_PRELOAD"] = self.preload
+        env[SECRET_ENV] = self.course_secret  # empty: the public seeds a student gets at home
         km.sandbox_env = env
         km.isolate_network = self._isolated
         if self.fork_kernels:
             from grader.forkserver_client import server_for
 
-            km.fork_server = server_for(self.preload, self.threads, self._isolated)
+            km.fork_server = server_for(self.preload, self.threads, self._isolated, self.course_secret)
         return km
 
     @property
@@ -189,7 +192,8 @@ class SandboxExecute(Execute):
         reply = self.wait_for_reply(msg_id)
         if reply is None:  # no reply in time: a cell ignored its interrupt and the kernel is stuck
             self._record["killed"] = "timed_out"
-            self._record["killed_detail"] = "a cell kept running after its time limit and ignored the interrupt"
+            self._record["killed_detail"] = (f"stopped after the {self.timeout} s limit for one cell, in {self._cell_label()} "
+                                             "(it ignored the interrupt)")
             self._kill_kernel()
             raise DeadKernelError("kernel unresponsive")
         value = reply["content"].get("user_expressions", {}).get("r", {})
@@ -235,9 +239,20 @@ class SandboxExecute(Execute):
             ))
         return result
 
+    def _cell_label(self):
+        """The running cell, as a student finds it: its grade_id, else its number."""
+        try:
+            cell = self.nb.cells[self._current]
+        except (AttributeError, IndexError, TypeError):
+            return "an unknown cell"
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        return f"cell {grade_id}" if grade_id else f"cell {self._current + 1}"
+
     def _kill_kernel(self):
         self._record["killed"] = "timed_out"
-        self._record.setdefault("killed_detail", f"notebook wall-clock limit of {self.notebook_timeout} s reached")
+        self._record.setdefault(
+            "killed_detail", f"stopped after the {self.notebook_timeout} s limit for the whole notebook, in {self._cell_label()}"
+        )
         try:
             pid = self.km.provisioner.process.pid
         except Exception:
@@ -291,8 +306,9 @@ class SandboxExecute(Execute):
             self._record["status"] = status
             self._record["detail"] = (
                 self._record.get("killed_detail", "") if self._record["killed"]
-                else f"a cell did not finish in time ({type(error).__name__})" if status == "timed_out"
-                else f"the kernel died ({type(error).__name__}: {str(error)[:200]})"
+                else f"stopped after the {self.timeout} s limit for one cell, in {self._cell_label()}" if status == "timed_out"
+                else f"the notebook's Python process ended (os._exit, a crash, or the {self.memory_mb} MB memory "
+                f"limit) in {self._cell_label()}"
             )
             self._fail_unfinished(status)
         finally:
