@@ -1,22 +1,16 @@
-"""What every exercise check shares: run the learner's code on cases, compare with llmcore, explain.
+"""What every exercise check compares and how it words a failure.
 
-A check is a list of :class:`Case` (inputs with a human description), a reference (llmcore), and a
-list of :class:`Mistake` (known-wrong variants of the reference, each with a hint). For each case
-the learner's output is compared with the reference; on the first mismatch the learner's output is
-compared with every mistake's output on the same inputs, and the one it equals is the diagnosis.
-
-While the learner's code runs, :class:`CallWatcher` records calls of the functions that implement
-*this* exercise (llmcore's and PyTorch's own), so delegating the exercise is caught at run time, not
-by grepping the source. Reference versions of *earlier* exercises stay allowed, so a mistake early
-in a chapter never costs the later exercises.
+A check runs the learner's code on a list of :class:`Case` and compares each result with llmcore's
+(:func:`describe_mismatch`). On a mismatch, each :class:`Mistake` — a known-wrong variant of the
+reference, "the reference with one knob turned", or a symptom it recognises — is tried, and the one
+that reproduces the learner's result becomes the diagnosis. The exercises themselves are declared in
+:mod:`grader.checks.spec`; this module holds the parts they share.
 """
 
 from __future__ import annotations
 
-import inspect
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,11 +19,11 @@ __all__ = [
     "CheckFailure",
     "Case",
     "Mistake",
-    "CallWatcher",
-    "check_function",
-    "load_reference_weights",
     "tolerances",
     "describe_mismatch",
+    "outputs_match",
+    "load_reference_weights",
+    "describe_inputs",
 ]
 
 Output = Any  # a Tensor, a number, or a tuple/list of them
@@ -38,34 +32,61 @@ Output = Any  # a Tensor, a number, or a tuple/list of them
 class CheckFailure(AssertionError):
     """The learner's code is wrong; the message is the complete feedback to show.
 
-    Subclasses ``AssertionError`` so nbgrader counts the test cell as failed.
+    Subclasses ``AssertionError`` so nbgrader counts the test cell as failed. In Jupyter only the
+    message is shown (``_render_traceback_``): the grader's own frames mean nothing to a learner.
+    ``exercise``, ``mistake_id`` and ``case_number`` say what was found, for tests and tools.
     """
+
+    def __init__(self, message: str, *, exercise: str | None = None, mistake_id: str | None = None,
+                 case_number: int | None = None) -> None:
+        super().__init__(message)
+        self.exercise = exercise
+        self.mistake_id = mistake_id
+        self.case_number = case_number
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
 
 
 @dataclass
 class Case:
-    """One set of inputs. ``description`` is what the learner reads when this case fails."""
+    """One set of inputs. ``description`` is what the learner reads when this case fails.
+
+    ``init`` holds a module exercise's constructor arguments (passed positionally, in order) and
+    ``params`` parameter tensors passed to the module as inputs (``torch.func.functional_call``) so that
+    their gradients are compared too. ``dtype`` overrides the dtype a module is cast to (by default the
+    dtype of the first floating-point tensor argument).
+    """
 
     description: str
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     check_gradients: bool = False
+    init: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    dtype: torch.dtype | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Mistake:
     """A known-wrong variant and what to do about it.
 
     Args:
-        name: what the mistake is, e.g. "the 1/√d_k scale is missing".
-        hint: how to fix it.
-        output: computes what the mistaken code returns for a case (same signature as the reference).
-            ``None`` when ``detect`` recognises the mistake from the learner's output directly.
-        detect: optional ``(got, expected) -> bool`` for mistakes recognised by their symptom
-            (e.g. NaN where the reference has none).
+        id: short stable name (``no_scale``, ``mask_after_softmax``), used by tests and tools.
+        name: what the mistake is, as the learner reads it after "Diagnosis:".
+        idea: the idea of the fix, shown with the diagnosis.
+        hint: the code-level fix, shown on request (``hint(exercise)``) or when the same mistake fails again.
+        output: computes what the mistaken code returns for a case (the exercise's reference signature;
+            module exercises get ``build`` first, see :class:`grader.checks.spec.ModuleExercise`).
+            A learner whose code *raises* the same error as ``output`` is diagnosed too.
+        detect: ``(got, expected) -> bool`` for mistakes recognised by their symptom (NaN where the
+            reference has none, …). Symptoms are tried after every ``output`` mistake, so a symptom
+            never hides a mistake that can be named from the values.
     """
 
+    id: str
     name: str
+    idea: str
     hint: str
     output: Callable[..., Output] | None = None
     detect: Callable[[Output, Output], bool] | None = None
@@ -80,27 +101,51 @@ def tolerances(dtype: torch.dtype) -> tuple[float, float]:
     return 1e-5, 1e-4
 
 
-def _as_tuple(output: Output) -> tuple:
-    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
+def _shape(value: Tensor) -> str:
+    return "[" + ", ".join(str(n) for n in value.shape) + "]"
 
 
-def _output_dtype(output: Output) -> torch.dtype:
-    for item in _as_tuple(output):
-        if isinstance(item, Tensor) and item.is_floating_point():
-            return item.dtype
-    return torch.float32
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    if isinstance(value, nn.Module):
+        return f"an instance of {type(value).__name__} (an nn.Module)"
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {_shape(value)}"
+    if isinstance(value, (list, tuple)):
+        return f"a Python {type(value).__name__} of {len(value)} item(s)"
+    return f"a {type(value).__name__}"
+
+
+def _not_a_tensor(got: Any) -> str:
+    if got is None:
+        return "expected a torch.Tensor, got None: is the `return` statement missing?"
+    if isinstance(got, (list, tuple)):
+        return (f"expected a torch.Tensor, got {_kind(got)}: build the result with tensor operations "
+                "(or torch.stack/torch.tensor) instead of Python lists")
+    return f"expected a torch.Tensor, got {_kind(got)}"
 
 
 def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) -> str | None:
     """``None`` if ``got`` equals ``expected`` within tolerance, else a sentence saying how they differ.
 
-    Reports the first differing part: count of returned values, type, shape, dtype, NaN/inf, then the
-    largest absolute error with its index and the expected and received values there.
+    Reports the first differing part: the number and kind of returned values, type, shape, dtype,
+    NaN/inf, then the largest absolute error with its index and the expected and received values there.
     """
-    expected_items, got_items = _as_tuple(expected), _as_tuple(got)
-    if len(expected_items) != len(got_items):
-        return f"expected {len(expected_items)} returned value(s) ({', '.join(names) or '…'}), got {len(got_items)}"
-    for position, (exp, out) in enumerate(zip(expected_items, got_items)):
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            what = ", ".join(names) or "…"
+            return f"expected {len(expected)} returned values ({what}), got {_kind(got)}"
+        if len(expected) != len(got):
+            return f"expected {len(expected)} returned values ({', '.join(names) or '…'}), got {len(got)}"
+        pairs = list(zip(expected, got))
+    else:
+        if isinstance(got, tuple) and isinstance(expected, Tensor) and got and all(isinstance(g, Tensor) for g in got):
+            return f"expected one returned value ({', '.join(names) or 'a tensor'}), got a tuple of {len(got)}"
+        pairs = [(expected, got)]
+    for position, (exp, out) in enumerate(pairs):
         label = names[position] if position < len(names) else f"returned value {position}"
         problem = _describe_one(exp, out)
         if problem:
@@ -114,13 +159,13 @@ def _describe_one(expected: Any, got: Any) -> str | None:
             got = got.item()
         if isinstance(expected, float) or isinstance(got, float):
             if not isinstance(got, (int, float)):
-                return f"expected a number, got {type(got).__name__}"
+                return f"expected a number, got {_kind(got)}"
             if abs(got - expected) <= 1e-6 + 1e-5 * abs(expected):
                 return None
             return f"expected {expected:.6g}, got {got:.6g}"
         return None if got == expected else f"expected {expected!r}, got {got!r}"
     if not isinstance(got, Tensor):
-        return f"expected a torch.Tensor, got {type(got).__name__}"
+        return _not_a_tensor(got)
     if tuple(got.shape) != tuple(expected.shape):
         return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
     if expected.dtype == torch.bool or got.dtype == torch.bool:
@@ -159,172 +204,75 @@ def _describe_one(expected: Any, got: Any) -> str | None:
     )
 
 
-class CallWatcher:
-    """Record calls of forbidden functions while a block runs (``sys.setprofile``).
+def _finite_part(got: Output, like: Output) -> Output:
+    """``got`` with its NaN/inf entries replaced by ``like``'s, for matching "everything else"."""
+    if isinstance(got, (tuple, list)) and isinstance(like, (tuple, list)) and len(got) == len(like):
+        return type(got)(_finite_part(g, l) for g, l in zip(got, like))
+    if isinstance(got, Tensor) and isinstance(like, Tensor) and got.shape == like.shape \
+            and got.is_floating_point() and like.dtype == got.dtype:
+        return torch.where(torch.isfinite(got), got, like)
+    return got
 
-    ``forbidden`` maps a callable to the name shown to the learner. Python functions are matched by
-    code object (so aliases and ``from … import`` copies are caught), classes by the code of their
-    ``forward``, builtins (``torch.nn.functional.scaled_dot_product_attention`` …) by identity.
-    """
 
-    def __init__(self, forbidden: dict[Callable, str]) -> None:
-        self._codes: dict[Any, str] = {}
-        self._builtins: dict[int, str] = {}
-        for target, label in forbidden.items():
-            function = target.forward if isinstance(target, type) else target
-            function = inspect.unwrap(function)
-            code = getattr(function, "__code__", None)
-            if code is not None:
-                self._codes[code] = label
-            else:
-                self._builtins[id(function)] = label
-        self.calls: list[str] = []
+def has_non_finite(output: Output) -> bool:
+    items = output if isinstance(output, (tuple, list)) else (output,)
+    return any(isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in items)
 
-    def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            label = self._codes.get(frame.f_code)
-        elif event == "c_call":
-            label = self._builtins.get(id(arg))
+
+def outputs_match(wrong: Output, got: Output, *, ignore_non_finite: bool = False) -> bool:
+    """Whether a mistake's output reproduces the learner's (optionally ignoring the learner's NaN/inf)."""
+    if ignore_non_finite:
+        got = _finite_part(got, wrong)
+    return describe_mismatch(wrong, got) is None
+
+
+def describe_inputs(names: Sequence[str], values: Sequence[Any]) -> str:
+    """``q [2, 3, 5, 8] float32, mask [2, 1, 1, 7] bool, n_heads = 4`` for an error message."""
+    parts = []
+    for name, value in zip(names, values):
+        if isinstance(value, Tensor):
+            parts.append(f"{name} {_shape(value)} {str(value.dtype).removeprefix('torch.')}")
+        elif value is None or isinstance(value, (int, float, bool, str)):
+            parts.append(f"{name} = {value!r}")
         else:
-            return
-        if label is not None and label not in self.calls:
-            self.calls.append(label)
-
-    def __enter__(self) -> "CallWatcher":
-        self._previous = sys.getprofile()
-        sys.setprofile(self._profile)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sys.setprofile(self._previous)
+            parts.append(f"{name}: {_kind(value)}")
+    return ", ".join(parts)
 
 
-def _clone_args(args: Iterable[Any], requires_grad: bool) -> list[Any]:
-    cloned = []
-    for arg in args:
-        if isinstance(arg, Tensor):
-            arg = arg.detach().clone()
-            if requires_grad and arg.is_floating_point():
-                arg.requires_grad_(True)
-        cloned.append(arg)
-    return cloned
-
-
-def _run_learner(
-    exercise: str, learner: Callable[..., Output], case: Case, args: list[Any], watcher: CallWatcher
-) -> Output:
-    try:
-        with watcher:
-            result = learner(*args, **case.kwargs)
-    except NotImplementedError:
-        raise CheckFailure(
-            f"✘ {exercise} is not implemented yet: replace `raise NotImplementedError()` with your code."
-        ) from None
-    except CheckFailure:
-        raise
-    except Exception as error:  # the learner's own bug: report it with the case that triggered it
-        raise CheckFailure(
-            f"✘ {exercise} raised {type(error).__name__} on the case {case.description}:\n    {error}"
-        ) from error
-    if watcher.calls:
-        raise CheckFailure(
-            f"✘ {exercise} calls {', '.join(watcher.calls)}, which implements this very exercise. "
-            "Write the computation yourself; reference versions of *earlier* exercises are allowed."
-        )
-    return result
-
-
-def _grads(output: Output, inputs: list[Any], upstream_seed: int) -> list[Tensor | None]:
-    differentiable = [t for t in _as_tuple(output) if isinstance(t, Tensor) and t.requires_grad]
-    leaves = [a for a in inputs if isinstance(a, Tensor) and a.requires_grad]
-    if not differentiable or not leaves:
-        return [None] * len(leaves)
-    generator = torch.Generator().manual_seed(upstream_seed)
-    total = sum((t * torch.randn(t.shape, generator=generator, dtype=t.dtype)).sum() for t in differentiable)
-    return list(torch.autograd.grad(total, leaves, allow_unused=True))
-
-
-def _diagnose(mistakes: Sequence[Mistake], case: Case, expected: Output, got: Output) -> Mistake | None:
-    for mistake in mistakes:
-        if mistake.detect is not None and mistake.detect(got, expected):
-            return mistake
-        if mistake.output is not None:
-            try:
-                wrong = mistake.output(*_clone_args(case.args, False), **case.kwargs)
-            except Exception:
-                continue
-            if describe_mismatch(wrong, got) is None and describe_mismatch(wrong, expected) is not None:
-                return mistake
-    return None
-
-
-def check_function(
-    exercise: str,
-    learner: Callable[..., Output],
-    reference: Callable[..., Output],
-    cases: Sequence[Case],
-    *,
-    mistakes: Sequence[Mistake] = (),
-    forbidden: dict[Callable, str] | None = None,
-    output_names: Sequence[str] = (),
-    fallback_hint: str = "",
-) -> None:
-    """Compare ``learner`` with ``reference`` on every case; raise :class:`CheckFailure` at the first
-    difference, with the case, how the outputs differ and, when a known mistake reproduces the
-    learner's output, its name and a hint. Gradients with respect to floating-point tensor inputs are
-    compared for cases with ``check_gradients``.
-
-    Prints a one-line report and returns ``None``: nbgrader would read a number left as a test
-    cell's result as partial credit.
-    """
-    if not callable(learner):
-        raise CheckFailure(f"✘ {exercise}: expected a function or class, got {type(learner).__name__}")
-    watcher = CallWatcher(forbidden or {})
-    for number, case in enumerate(cases, start=1):
-        learner_args = _clone_args(case.args, case.check_gradients)
-        reference_args = _clone_args(case.args, case.check_gradients)
-        got = _run_learner(exercise, learner, case, learner_args, watcher)
-        expected = reference(*reference_args, **case.kwargs)
-        problem = describe_mismatch(expected, got, output_names)
-        where = f"case {number} of {len(cases)} ({case.description})"
-        if problem:
-            lines = [f"✘ {exercise} is wrong on {where}:", f"    {problem}"]
-            mistake = _diagnose(mistakes, case, expected, got)
-            if mistake is not None:
-                lines += [f"Diagnosis: {mistake.name}.", f"Hint: {mistake.hint}"]
-            elif fallback_hint:
-                lines.append(f"Hint: {fallback_hint}")
-            raise CheckFailure("\n".join(lines))
-        if case.check_gradients:
-            seed = 1000 + number
-            got_grads = _grads(got, learner_args, seed)
-            expected_grads = _grads(expected, reference_args, seed)
-            for position, (g_got, g_exp) in enumerate(zip(got_grads, expected_grads)):
-                if g_exp is None:
-                    continue
-                if g_got is None:
-                    raise CheckFailure(
-                        f"✘ {exercise} on {where}: no gradient reaches input {position}. "
-                        "Did you detach, use .data, or go through numpy/Python numbers?"
-                    )
-                problem = describe_mismatch(g_exp, g_got)
-                if problem:
-                    raise CheckFailure(
-                        f"✘ {exercise}: the outputs match but the gradient with respect to input {position} "
-                        f"differs on {where}:\n    {problem}\n"
-                        "Hint: an in-place operation or a detach() on the path changes the backward pass."
-                    )
-    print(f"✔ {exercise}: all {len(cases)} cases passed.")
+def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[str]:
+    """Sentences for missing parameters whose cause can be seen on the module itself."""
+    sentences = []
+    for key in missing:
+        owner_path, _, attribute = key.rpartition(".")
+        try:
+            owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
+        except AttributeError:
+            continue
+        value = getattr(owner, attribute, None)
+        where = f"{owner_path}.{attribute}" if owner_path else attribute
+        if isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
+            sentences.append(
+                f"`{where}` is a plain tensor, not an nn.Parameter, so it is neither trained nor saved: "
+                f"wrap it, e.g. self.{attribute} = nn.Parameter(torch.ones(...))."
+            )
+        elif attribute == "bias" and value is None and isinstance(owner, nn.Linear):
+            sentences.append(
+                f"`{owner_path or 'the module'}` has no bias (built with bias=False?): the reference's layer has one, "
+                "so keep nn.Linear's default bias=True."
+            )
+    return sentences
 
 
 def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module) -> None:
     """Copy the reference's weights into the learner's module so both compute with the same numbers.
 
-    Raises :class:`CheckFailure` naming the missing, unexpected and mis-shaped parameters, so that a
-    wrong submodule name or a transposed weight is reported as such instead of as a wrong output.
+    Raises :class:`CheckFailure` naming the missing, unexpected and mis-shaped parameters, with the
+    cause where it shows on the module (a plain tensor instead of an ``nn.Parameter``, a layer built
+    without its bias), so that a wrong structure is reported as such instead of as a wrong output.
     """
     if not isinstance(learner_module, nn.Module):
-        raise CheckFailure(f"✘ {exercise} must be a torch.nn.Module subclass, got {type(learner_module).__name__}")
+        raise CheckFailure(f"✘ {exercise} must be a torch.nn.Module subclass, got {_kind(learner_module)}",
+                           exercise=exercise)
     expected = reference_module.state_dict()
     got = learner_module.state_dict()
     missing = sorted(set(expected) - set(got))
@@ -341,6 +289,10 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
         if unexpected:
             lines.append(f"    unexpected: {', '.join(unexpected)}")
         lines += [f"    wrong shape: {m}" for m in misshaped]
-        lines.append("Hint: use exactly the submodule names given in the skeleton (they match Hugging Face's).")
-        raise CheckFailure("\n".join(lines))
+        causes = _structure_problems(learner_module, missing)
+        if causes:
+            lines += [f"Diagnosis: {cause}" for cause in causes]
+        else:
+            lines.append("Hint: use exactly the submodule names given in the skeleton (they match Hugging Face's).")
+        raise CheckFailure("\n".join(lines), exercise=exercise, mistake_id="module_structure")
     learner_module.load_state_dict(expected)
