@@ -447,7 +447,7 @@ class Exercise:
             if outputs_match(wrong, got):
                 return [mistake]
         symptoms = [m for m in self.mistakes if m.detect is not None and m.detect(got, expected)]
-        if has_non_finite(got):
+        if has_non_finite(got) and not outputs_match(expected, got, ignore_non_finite=True):
             for mistake, wrong in distinct:
                 if not has_non_finite(wrong) and outputs_match(wrong, got, ignore_non_finite=True):
                     return [mistake, *symptoms]

@@ -8,6 +8,7 @@ a symptom recognised in the output.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -67,7 +68,9 @@ def _sdpa_variant(
     """The reference with one knob turned: each known mistake is one setting of these arguments."""
     d = q.shape[-1]
     divisor = {"sqrt_d": math.sqrt(d), "none": 1.0, "d": float(d), "sqrt_len": math.sqrt(k.shape[-2])}[scale]
-    scores = (q @ k.T if plain_transpose else q @ k.transpose(-2, -1)) / divisor
+    with warnings.catch_warnings():  # k.T on a batched tensor is deprecated, and exactly the mistake modelled
+        warnings.simplefilter("ignore", UserWarning)
+        scores = (q @ k.T if plain_transpose else q @ k.transpose(-2, -1)) / divisor
     if mask is not None and invert_mask:
         mask = ~mask
     if mask is None:
