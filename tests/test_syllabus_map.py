@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -80,3 +81,38 @@ def test_syllabus_copy_is_current() -> None:
     assert SYLLABUS_FILE.read_text(encoding="utf-8") == SHARED_SYLLABUS.read_text(encoding="utf-8"), (
         "docs/SYLLABUS.md differs from shared/SYLLABUS.md: copy the new syllabus in"
     )
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and walk the rest as attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
+@pytest.mark.parametrize("concept", sorted(SYLLABUS_MAP))
+def test_reference_and_checks_resolve(concept: str) -> None:
+    from grader.checks import REGISTRY
+
+    entry = SYLLABUS_MAP[concept]
+    assert entry["reference"].startswith("llmcore."), f"{concept}: the reference is an llmcore object"
+    _resolve(entry["reference"])
+    for exercise_id in entry["check"]:
+        assert exercise_id in REGISTRY, f"{concept}: check {exercise_id!r} is not a registered exercise"
+        assert concept in REGISTRY[exercise_id].syllabus, f"{concept}: {exercise_id} does not declare it"
+
+
+def test_every_exercise_concept_names_its_checks_and_every_check_is_mapped() -> None:
+    from grader.checks import REGISTRY
+
+    exercises = {c for c, is_exercise in _syllabus_ids("T").items() if is_exercise}
+    assert not sorted(c for c in exercises if not SYLLABUS_MAP[c]["check"]), "[E] concepts without a check"
+    mapped = {exercise_id for entry in SYLLABUS_MAP.values() for exercise_id in entry["check"]}
+    assert mapped == set(REGISTRY), f"registered but unmapped: {sorted(set(REGISTRY) - mapped)}"
