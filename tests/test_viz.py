@@ -199,7 +199,8 @@ def test_mask_explorer_redraws_when_the_window_slider_moves():
     assert np.array_equal(image(explorer.last_figure), explorer.last_mask.numpy())
     assert explorer.last_density == viz.mask_density(explorer.last_mask)
     assert "density 0.273 (70 of 256" in explorer.info.value
-    # receptive field of the chosen query after L layers
+    # receptive field of the chosen query after N layers: N counts layers, L is the query length
+    assert explorer.controls["layers"].description == "layers N"
     explorer.controls["layers"].value = 3
     explorer.controls["query"].value = 12
     assert torch.equal(explorer.last_reach, viz.reach_by_layer(explorer.last_mask, 3, query=12))
@@ -278,7 +279,11 @@ def test_mask_explorer_compares_a_learners_mask():
 
 def test_sinusoidal_heat_map_is_the_encoding():
     figure = viz.plot_sinusoidal(32, 16)
-    assert np.array_equal(image(figure), sinusoidal_position_encoding(32, 16).numpy())
+    # Drawn like chapter 1's own figure: positions along x, dimensions up y from the bottom, RdBu.
+    assert np.array_equal(image(figure), sinusoidal_position_encoding(32, 16).T.numpy())
+    heat = figure.axes[0]
+    assert heat.get_xlabel().startswith("position") and heat.get_ylabel() == "dimension"
+    assert heat.images[0].origin == "lower" and heat.images[0].get_cmap().name == "RdBu"
     for line, dim in zip(figure.axes[1].lines, figure.viz_data["dims"]):
         assert np.array_equal(line.get_ydata(), sinusoidal_position_encoding(32, 16)[:, dim].numpy())
 
@@ -383,6 +388,15 @@ def test_position_explorer_switches_views_and_redraws():
     assert isinstance(explorer.last_error, ValueError) and "max_distance=16" in explorer.info.value
 
 
+def test_position_explorer_captions_are_html_without_rest_markup():
+    explorer = viz.position_explorer()
+    for view in viz.POSITION_VIEWS:
+        explorer.controls["view"].value = view
+        assert "`" not in explorer.info.value and ":func:" not in explorer.info.value, explorer.info.value
+    explorer.controls["view"].value = "sinusoidal"
+    assert "<code>PE[pos, dim]</code>" in explorer.info.value
+
+
 def test_position_errors_name_the_problem():
     with pytest.raises(ValueError, match="d_model must be even"):
         viz.plot_sinusoidal(8, 7)
@@ -441,6 +455,25 @@ def test_attention_viewer_on_the_2017_transformer():
     assert shown_png(viewer) != before
     viewer.controls["head"].value = "all"
     assert len(viewer.last_figure.axes) == 4 + 1
+
+
+def test_attention_viewer_all_heads_fits_the_output_area_with_readable_labels():
+    """Four heads of chapter 1's toy model on a 9-token word: the PNG is at most 800 pixels wide, so the
+    browser shows it unscaled, and the token labels are at least 10 pixels high (they were about 6)."""
+    from llmcore.viz._common import WIDGET_DPI
+
+    weights = torch.softmax(torch.randn(4, 9, 9), dim=-1)
+    tokens = [*"abcdefgh", "</s>"]
+    viewer = viz.attention_viewer({"decoder_layers.1.cross_attn": weights}, src_tokens=tokens, tgt_tokens=["<s>", *"hgfedcba"])
+    figure = viewer.last_figure
+    width_px = figure.get_figwidth() * WIDGET_DPI
+    assert width_px <= 800, f"the all-heads figure is {width_px:.0f} px wide"
+    assert len([ax for ax in figure.axes if ax.images]) == 4
+    for ax in figure.axes[:4]:
+        for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+            assert label.get_fontsize() * WIDGET_DPI / 72 >= 10, label.get_text()
+    eight = viz.plot_attention(torch.softmax(torch.randn(8, 12, 12), dim=-1))  # one layer: heads wrap into rows
+    assert eight.get_figwidth() * WIDGET_DPI <= 800 and len(eight.axes) == 8 + 1
 
 
 def test_attention_viewer_on_a_zoo_model_and_on_recorded_weights():

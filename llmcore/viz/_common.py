@@ -21,6 +21,9 @@ INSTALL_HINT = "install the course extra: pip install -e '.[course]' (it brings 
 # One resolution for every picture a widget shows: small enough that a 64 x 64 mask redraws in well
 # under 200 ms, large enough to read token labels.
 WIDGET_DPI = 80
+# The widest picture, in inches: 800 pixels at WIDGET_DPI, what a notebook's output area shows
+# unscaled beside JupyterLab's side panel. A wider PNG is shrunk to fit, and its labels with it.
+MAX_FIGURE_WIDTH = 10.0
 
 # Cells kept by a mask are drawn in this colour, removed ones in the light grey.
 KEEP_COLOR = "#2f5d9e"
@@ -144,17 +147,21 @@ def to_numpy(tensor: Tensor) -> Any:
     return tensor.numpy()
 
 
-def set_position_ticks(axis: Any, which: str, count: int, labels: Sequence[str] | None = None) -> None:
-    """Ticks on ``which`` ("x" or "y") of ``axis``: every position up to 12, else at most 12 at a round step."""
+def set_position_ticks(axis: Any, which: str, count: int, labels: Sequence[str] | None = None, *,
+                       fontsize: float = 8) -> None:
+    """Ticks on ``which`` ("x" or "y") of ``axis``: every position up to 12, else at most 12 at a round step.
+
+    ``fontsize`` (points) applies to token labels; at :data:`WIDGET_DPI` one point is 1.1 pixels.
+    """
     if labels is not None:
         if len(labels) != count:
             raise ValueError(f"{len(labels)} token labels for {count} positions on the {which} axis")
         positions = list(range(count))
         rotation = 90 if which == "x" and max((len(str(label)) for label in labels), default=0) > 2 else 0
         if which == "x":
-            axis.set_xticks(positions, [str(label) for label in labels], rotation=rotation, fontsize=8)
+            axis.set_xticks(positions, [str(label) for label in labels], rotation=rotation, fontsize=fontsize)
         else:
-            axis.set_yticks(positions, [str(label) for label in labels], fontsize=8)
+            axis.set_yticks(positions, [str(label) for label in labels], fontsize=fontsize)
         return
     step = next(s for s in (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 200, 256, 500, 10**9) if count / s <= 12)
     positions = list(range(0, count, step))

@@ -17,9 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import record_attention
-from ._common import Explorer, dropdown, new_figure, require, set_position_ticks, to_numpy
+from ._common import MAX_FIGURE_WIDTH, Explorer, dropdown, new_figure, require, set_position_ticks, to_numpy
 
 __all__ = ["AttentionViewer", "attention_viewer", "plot_attention", "record_attention_maps"]
+
+# Token labels in points: 11 pixels at the widgets' 80 dpi, as large as the notebook's own text.
+TICK_FONTSIZE = 10
 
 
 def record_attention_maps(model: nn.Module, *inputs: Any, batch_index: int = 0, **forward_kwargs: Any) -> dict[str, Tensor]:
@@ -115,9 +118,14 @@ def plot_attention(
     tokens_k = _check_labels(tokens_k, k_len, "key")
 
     rows, columns = stack.shape[0], stack.shape[1]
-    if rows == 1 and columns > 4:  # one layer, many heads: wrap into a grid
-        rows, columns = math.ceil(columns / 4), 4
     cell = min(4.0, max(2.2, 0.28 * max(q_len, k_len) + 1.0))
+    # At most MAX_FIGURE_WIDTH wide, so that the browser shows the PNG unscaled and the token labels
+    # keep their TICK_FONTSIZE: one layer's heads wrap into a grid, several layers' panels shrink.
+    fit = max(1, int((MAX_FIGURE_WIDTH - 0.8) // cell))
+    if rows == 1 and columns > fit:
+        rows, columns = math.ceil(columns / fit), fit
+    elif columns > fit:
+        cell = max(1.6, (MAX_FIGURE_WIDTH - 0.8) / columns)
     figure = new_figure(cell * columns + 0.8, cell * rows + 0.4)
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     vmax = float(stack.max()) if stack.numel() else 1.0
@@ -125,8 +133,8 @@ def plot_attention(
     image = None
     for ax, (l, h) in zip(axes, panels):
         image = ax.imshow(to_numpy(stack[l, h]), cmap="viridis", vmin=0.0, vmax=max(vmax, 1e-9), interpolation="nearest")
-        set_position_ticks(ax, "x", k_len, tokens_k)
-        set_position_ticks(ax, "y", q_len, tokens_q)
+        set_position_ticks(ax, "x", k_len, tokens_k, fontsize=TICK_FONTSIZE)
+        set_position_ticks(ax, "y", q_len, tokens_q, fontsize=TICK_FONTSIZE)
         ax.set_title(f"{names[l]} · {head_names[h]}" if len(names) > 1 or layer_names is not None else head_names[h],
                      fontsize=9)
     for ax in axes[len(panels):]:

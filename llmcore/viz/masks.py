@@ -8,10 +8,11 @@ What the explorer teaches:
 
 * **density** (密度): the fraction of query–key pairs a pattern keeps, i.e. how much of the
   quadratic cost of full attention it pays;
-* **receptive field** (感受野): stacking layers lets information hop. After ``L`` layers a query
-  has drawn on every position reachable in ``L`` hops of the mask - a boolean matrix power. A
+* **receptive field** (感受野): stacking layers lets information hop. After ``N`` layers a query
+  has drawn on every position reachable in ``N`` hops of the mask - a boolean matrix power. A
   sliding window of ``W`` (滑动窗口注意力, Mistral) sees only ``W`` keys per layer but reaches
-  ``L·(W−1)`` positions back after ``L`` layers; the Sparse Transformer's strided and fixed patterns
+  ``N·(W−1)`` positions back after ``N`` layers (``N`` counts layers, as in the 2017 paper;
+  ``L`` is the query length everywhere in the course); the Sparse Transformer's strided and fixed patterns
   (稀疏注意力) connect any two positions in two hops;
 * per-layer patterns: Qwen2 slides its window only in the upper layers, GPT-3 alternates dense and
   sparse layers (交替的稠密与稀疏注意力层); the receptive field multiplies the layers' own masks.
@@ -139,10 +140,10 @@ def receptive_field(mask: Tensor | Sequence[Tensor], n_layers: int | None = None
     """Which positions each query has drawn information from after ``n_layers`` stacked layers (感受野).
 
     Layer ``l`` lets query ``q`` read the keys ``k`` with ``M_l[q, k]``, whose states already hold
-    what *they* reached below, so the reach after ``L`` layers is the boolean matrix product
-    ``R = M_L · … · M_2 · M_1`` (``(A·B)[q, j] = OR_k A[q, k] AND B[k, j]``), a boolean matrix power
+    what *they* reached below, so the reach after ``N`` layers is the boolean matrix product
+    ``R = M_N · … · M_2 · M_1`` (``(A·B)[q, j] = OR_k A[q, k] AND B[k, j]``), a boolean matrix power
     when every layer has the same mask. A sliding window of ``W`` (滑动窗口注意力) reaches
-    ``L·(W−1)`` positions back: Mistral 7B's 32 layers × window 4096 span about 131K tokens.
+    ``N·(W−1)`` positions back: Mistral 7B's 32 layers × window 4096 span about 131K tokens.
 
     Args:
         mask: one square boolean ``[S, S]`` mask used by every layer, or a sequence of per-layer masks
@@ -301,14 +302,15 @@ def _uniform(make: Callable[..., MaskMod]) -> Callable[..., list[MaskMod]]:
 
 def _qwen_layers(n_layers: int, *, window: int, full_layers: int) -> list[MaskMod]:
     # Qwen2 (llmcore.models.families.qwen): layers i >= max_window_layers slide, the lower ones see all.
-    sliding = masks.and_masks(masks.causal_mask, masks.sliding_window_mask(window))
-    return [masks.causal_mask if i < full_layers else sliding for i in range(n_layers)]
+    kinds = ["full" if i < full_layers else "sliding" for i in range(n_layers)]
+    return [masks.layer_kind_mask(kind, window=window) for kind in kinds]
 
 
 def _alternating_layers(n_layers: int, *, stride: int) -> list[MaskMod]:
-    # GPT-3 (llmcore.models.families.gpt.alternating_layer_kinds): dense, sparse, dense, sparse, …
-    sparse = masks.and_masks(masks.causal_mask, masks.strided_mask(stride))
-    return [masks.causal_mask if i % 2 == 0 else sparse for i in range(n_layers)]
+    # GPT-3: the zoo's own layer pattern and mask rule, dense, sparse, dense, sparse, …
+    from ..models.families.gpt import alternating_layer_kinds
+
+    return [masks.layer_kind_mask(kind, block=stride) for kind in alternating_layer_kinds(n_layers)]
 
 
 MASK_PATTERNS: dict[str, MaskPattern] = {
@@ -568,7 +570,7 @@ def _draw_reach(ax: Any, reach: Tensor, query: int) -> dict[str, Any]:
 def plot_receptive_field(
     mask: Tensor | Sequence[Tensor], n_layers: int | None = None, *, query: int, residual: bool = True
 ) -> Any:
-    """Rows = layers 1 … L, dark = positions query ``query`` has drawn on so far (:func:`reach_by_layer`)."""
+    """Rows = layers 1 … N, dark = positions query ``query`` has drawn on so far (:func:`reach_by_layer`)."""
     reach = reach_by_layer(mask, n_layers, query=query, residual=residual)
     figure = new_figure(5.0, 1.4 + 0.3 * reach.shape[0])
     _draw_reach(figure.add_subplot(), reach, query)
@@ -589,15 +591,15 @@ _GLOBAL = ("length", "layers", "layer", "query")
 class MaskExplorer(Explorer):
     """The W01 widget; see :func:`mask_explorer`.
 
-    ``controls``: ``"pattern"`` (Dropdown), ``"length"``, ``"layers"`` (L for the receptive field),
+    ``controls``: ``"pattern"`` (Dropdown), ``"length"``, ``"layers"`` (N for the receptive field),
     ``"layer"`` (which layer's mask to show, per-layer patterns only), ``"query"``, and one IntSlider
     per pattern parameter (:data:`PARAMETERS`: ``"window"``, ``"prefix"``, ``"part_a"``,
     ``"stride"``, ``"block"``, ``"summary"``, ``"local"``, ``"vertical"``, ``"real"``,
     ``"full_layers"``), shown only for the patterns that use them.
 
     After every redraw: ``last_mask`` (``[S, S]``, the mask drawn), ``last_layer_masks``,
-    ``last_density``, ``last_receptive_field`` (``[S, S]`` after L layers), ``last_reach``
-    (``[L, S]``, the chosen query's row after each layer), ``last_learner_mask``,
+    ``last_density``, ``last_receptive_field`` (``[S, S]`` after N layers), ``last_reach``
+    (``[N, S]``, the chosen query's row after each layer), ``last_learner_mask``,
     ``last_difference`` and ``last_learner_error`` (with a learner's mask), ``last_figure`` and
     ``last_png`` (what ``output`` shows).
     """
@@ -633,7 +635,7 @@ class MaskExplorer(Explorer):
         options = [(p.label, p.name) for p in MASK_PATTERNS.values()]
         self.controls["pattern"] = dropdown(options, pattern, "pattern")
         self.controls["length"] = int_slider("length", length, 2, max_length, "length S")
-        self.controls["layers"] = int_slider("layers", layers, 1, max_layers, "layers L")
+        self.controls["layers"] = int_slider("layers", layers, 1, max_layers, "layers N")
         self.controls["layer"] = int_slider("layer", 0, 0, layers - 1, "show layer")
         query = length - 1 if query is None else query
         if not 0 <= query < length:

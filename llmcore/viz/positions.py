@@ -26,6 +26,7 @@ it drew; :func:`position_explorer` is the widget.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Sequence
 
 import torch
@@ -36,7 +37,7 @@ from ..data.glm_infilling import BlankInfillingExample, blank_infilling
 from ..positions import sinusoidal_position_encoding
 from ..relative_position import relative_position_bucket
 from ..rope import RopeScaling, RotaryEmbedding, apply_rotary
-from ._common import Explorer, dropdown, figure_png, int_slider, new_figure, numpy, require, rows_of, set_position_ticks, to_numpy
+from ._common import Explorer, _escape, dropdown, figure_png, int_slider, new_figure, numpy, require, rows_of, set_position_ticks, to_numpy
 from .masks import _draw_mask
 
 __all__ = [
@@ -76,7 +77,9 @@ def _even_dim(function: str, argument: str, value: object) -> int:
 def plot_sinusoidal(n_positions: int = 64, d_model: int = 64, *, base: float = 10000.0) -> Any:
     """Heat map of the 2017 sinusoid ``PE[pos, dim]`` (正弦位置编码) and a few of its columns.
 
-    ``axes[0].images[0]`` is ``sinusoidal_position_encoding(n_positions, d_model)``; the lines of
+    The heat map is drawn as in chapter 1's own figure: one column per position (x), one row per
+    dimension (y, dimension 0 at the bottom), red = −1, blue = +1. ``axes[0].images[0]`` is
+    ``sinusoidal_position_encoding(n_positions, d_model).T`` (``[d_model, n_positions]``); the lines of
     ``axes[1]`` are the dimensions ``2i`` (sines) of a few pairs ``i``, each a wave of wavelength
     ``2π·base^(2i/d_model)``: the early dimensions change every token, the late ones barely move.
     """
@@ -85,9 +88,10 @@ def plot_sinusoidal(n_positions: int = 64, d_model: int = 64, *, base: float = 1
     encoding = sinusoidal_position_encoding(n_positions, d_model, base=base)
     figure = new_figure(9.5, 3.8)
     heat, waves = figure.subplots(1, 2, width_ratios=[1.2, 1])
-    image = heat.imshow(to_numpy(encoding), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    image = heat.imshow(to_numpy(encoding.T), cmap="RdBu", vmin=-1, vmax=1, aspect="auto", interpolation="nearest",
+                        origin="lower")
     figure.colorbar(image, ax=heat, fraction=0.05)
-    heat.set(xlabel="dimension", ylabel="position", title=f"sinusoidal PE[pos, dim], d_model = {d_model}")
+    heat.set(xlabel="position pos", ylabel="dimension", title=f"sinusoidal PE[pos, dim], d_model = {d_model}")
     pairs = sorted({0, d_model // 16, d_model // 8, d_model // 4, d_model // 2 - 1} & set(range(d_model // 2)))
     for pair in pairs:
         waves.plot(range(n_positions), to_numpy(encoding[:, 2 * pair]), label=f"dim {2 * pair} (pair {pair})")
@@ -504,8 +508,14 @@ class PositionExplorer(Explorer):
         figure = draw(values)
         png = self._render_reusing_layout(figure, (view, *(values[n] for n in names if n not in _LAYOUT_NEUTRAL.get(view, ()))))
         self.last_view, self.last_data = view, figure.viz_data
-        summary = (_VIEW_FUNCTIONS[view].__doc__ or "").strip().splitlines()[0]
-        return figure, f"<b>{label}</b> · <i>{summary}</i>", png
+        return figure, f"<b>{label}</b> · <i>{caption(_VIEW_FUNCTIONS[view])}</i>", png
+
+
+def caption(function: Callable[..., Any]) -> str:
+    """The first line of ``function``'s docstring as HTML: reST literals and roles become <code>, the rest is escaped."""
+    summary = _escape((function.__doc__ or "").strip().splitlines()[0])
+    summary = re.sub(r"``(.+?)``", r"<code>\1</code>", summary)
+    return re.sub(r"(?::\w+:)?`~?([^`]+)`", r"<code>\1</code>", summary)
 
 
 def position_explorer(view: str = "sinusoidal") -> PositionExplorer:
