@@ -46,6 +46,7 @@ __all__ = [
     "dense_mask",
     "dense_mask_at",
     "strided_mask",
+    "layer_kind_mask",
     "strided_local_mask",
     "strided_column_mask",
     "fixed_mask",
@@ -503,3 +504,26 @@ def glm_blank_infilling_mask(part_a_length: int | Tensor) -> MaskMod:
             f"glm_blank_infilling_mask: part_a_length must be a non-negative int or [B] ints, got {part_a_length!r}"
         )
     return prefix_lm_mask(lengths)
+
+
+def layer_kind_mask(kind: str, *, causal: bool = True, window: int | None = None, block: int | None = None) -> MaskMod:
+    """The mask_mod of one layer kind of the model zoo: the one rule shared by the models and the mask explorer.
+
+    ``full`` sees every key (every earlier one when ``causal``); ``sliding`` adds Mistral's window of
+    ``window`` keys (the query itself and ``window − 1`` before it); ``strided`` and ``fixed`` add the
+    Sparse Transformer patterns of block size ``block`` used by GPT-3's sparse layers (always causal).
+    """
+    base = causal_mask if causal else full_mask
+    if kind == "full":
+        return base
+    if kind == "sliding":
+        if window is None:
+            raise ValueError("layer_kind_mask: a 'sliding' layer needs window")
+        band = sliding_window_mask(window)
+        return and_masks(base, band) if causal else band
+    if kind in ("strided", "fixed"):
+        if block is None:
+            raise ValueError(f"layer_kind_mask: a {kind!r} layer needs block")
+        sparse = strided_mask(block) if kind == "strided" else fixed_mask(block)
+        return and_masks(causal_mask, sparse)
+    raise ValueError(f"layer_kind_mask: unknown layer kind {kind!r}; known: full, sliding, strided, fixed")

@@ -107,3 +107,13 @@ def test_llama_sizes_match_the_published_counts_to_three_digits(name):
 def test_causal_lm_refuses_fields_it_would_ignore(changes, field):
     with pytest.raises(ValueError, match=field):
         CausalLM(ModelConfig(**{**BASE, **changes}))
+
+
+def test_importing_the_registry_alone_registers_every_family() -> None:
+    """Families register eagerly when llmcore.models is imported: no call has to trigger it first."""
+    import subprocess
+    import sys
+
+    script = ("from llmcore.models.registry import ARCHITECTURES, PRESETS; "
+              "assert 'llama2-7b' in PRESETS and 'mixtral' in ARCHITECTURES, (len(PRESETS), len(ARCHITECTURES))")
+    subprocess.run([sys.executable, "-c", script], check=True)

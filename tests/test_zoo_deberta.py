@@ -21,7 +21,7 @@ from transformers.models.deberta_v2 import modeling_deberta_v2 as hf_deberta  # 
 
 from llmcore.models import PRESETS, DisentangledMaskedLM, build, from_hf_model, from_pretrained, save_pretrained  # noqa: E402
 from llmcore.models.config import ModelConfig  # noqa: E402
-from llmcore.models.deberta import DisentangledSelfAttention, log_bucket_positions, relative_position_buckets  # noqa: E402
+from llmcore.models.disentangled_attention import DisentangledSelfAttention, log_bucket_positions, relative_position_buckets  # noqa: E402
 from llmcore.models.hub import architecture_for, from_hf_state_dict  # noqa: E402
 from zoo_helpers import assert_parity, padded_batch, randomize_  # noqa: E402
 

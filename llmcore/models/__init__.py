@@ -9,12 +9,16 @@
 
 from .config import LAYER_KINDS, ModelConfig
 from .decoder import CausalLM, NormHead
-from .deberta import DisentangledEncoder, DisentangledMaskedLM, DisentangledSelfAttention
+from .disentangled_attention import DisentangledEncoder, DisentangledMaskedLM, DisentangledSelfAttention
 from .encoder import Discriminator, EncoderModel, MaskedLM
 from .hub import from_hf_model, from_pretrained, save_pretrained
 from .registry import ARCHITECTURES, PRESETS, Preset, build, preset_config
 from .seq2seq import Seq2SeqLM
 from .stack import Embeddings, TransformerLayer
+
+# Last: each family module registers its presets and architectures on import, so PRESETS and
+# ARCHITECTURES are complete as soon as llmcore.models is imported.
+from . import families  # noqa: E402,F401
 
 __all__ = [
     "LAYER_KINDS", "ModelConfig", "CausalLM", "NormHead", "from_hf_model", "from_pretrained", "save_pretrained",

@@ -2,7 +2,7 @@
 
 All of them are one :class:`CausalLM` built from a :class:`ModelConfig`: embeddings, a stack of
 :class:`TransformerLayer`, an optional final norm and the language-model head. What differs between
-the families is only configuration (see ``llmcore.models.presets``).
+the families is only configuration (the presets are registered by ``llmcore.models.families``).
 """
 
 from __future__ import annotations

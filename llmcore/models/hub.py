@@ -26,8 +26,6 @@ _MODEL_TYPE_KEY = "hf_model_type"
 
 
 def architecture_for(model_type: str) -> HFArchitecture:
-    from . import families  # noqa: F401  (registers the architectures)
-
     if model_type not in ARCHITECTURES:
         raise ValueError(f"unknown model_type {model_type!r}; llmcore knows: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[model_type]

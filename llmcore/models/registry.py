@@ -82,8 +82,6 @@ def _known_presets() -> str:
 
 def preset_config(name: str, **overrides: Any) -> ModelConfig:
     """The :class:`ModelConfig` of a preset, with fields overridden (and validated again)."""
-    from . import families  # noqa: F401  (registers the presets)
-
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {_known_presets()}")
     config = PRESETS[name].config

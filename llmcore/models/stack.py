@@ -321,15 +321,5 @@ def causal_without_mask(
 
 
 def layer_mask_mod(config: ModelConfig, kind: str, *, causal: bool) -> masks.MaskMod:
-    """The mask_mod of one layer kind (``full``, ``sliding``, ``strided``, ``fixed``)."""
-    base = masks.causal_mask if causal else masks.full_mask
-    if kind == "full":
-        return base
-    if kind == "sliding":
-        assert config.sliding_window is not None
-        window = masks.sliding_window_mask(config.sliding_window)
-        return masks.and_masks(base, window) if causal else window
-    assert config.sparse_block is not None
-    if kind == "strided":
-        return masks.and_masks(base, masks.strided_mask(config.sparse_block))
-    return masks.and_masks(base, masks.fixed_mask(config.sparse_block))
+    """The mask_mod of one layer kind (``full``, ``sliding``, ``strided``, ``fixed``) with this config's sizes."""
+    return masks.layer_kind_mask(kind, causal=causal, window=config.sliding_window, block=config.sparse_block)

@@ -2,7 +2,7 @@
 
 DeBERTa keeps BERT's post-norm encoder and masked-LM head but adds no absolute position to the
 input. Each layer instead scores content against content *and* against relative positions (c2p,
-p2c; see :mod:`llmcore.models.deberta`), from one log-bucketed relative table shared by all layers
+p2c; see :mod:`llmcore.models.disentangled_attention`), from one log-bucketed relative table shared by all layers
 (256 buckets each way, LayerNorm'd). v2 (xlarge, xxlarge) adds a 128K SentencePiece vocabulary and
 a kernel-3 convolution beside the first layer (nGiE); v3 drops the convolution and pre-trains as an
 ELECTRA-style discriminator, but its checkpoints have the same layout (``model_type`` "deberta-v2").
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ModelConfig
-from ..deberta import DisentangledMaskedLM
+from ..disentangled_attention import DisentangledMaskedLM
 from ..registry import HFArchitecture, Preset, register_architecture, register_preset
 from .bert import bert_layer_key_map, key_pairs, mlm_head_key_map
 
