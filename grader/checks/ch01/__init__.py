@@ -3,5 +3,7 @@
 from ..spec import hint
 from .attention import *  # noqa: F401,F403
 from .attention import __all__ as _attention_all
+from .blocks import *  # noqa: F401,F403
+from .blocks import __all__ as _blocks_all
 
-__all__ = [*_attention_all, "hint"]
+__all__ = [*_attention_all, *_blocks_all, "hint"]

@@ -1,10 +1,11 @@
-"""Checks for notebook 02_building_blocks: embeddings, positions, LayerNorm, FFN, encoder and decoder blocks.
+"""Exercises of notebook 02_building_blocks: embeddings, positions, LayerNorm, Add & Norm, FFN, encoder and decoder blocks.
 
-Every check compares the learner's code with llmcore on fixed seeds and names the known mistake that
-reproduces a wrong answer; each mistake is "the reference with one knob turned". Module exercises are
-built with the skeleton's constructor arguments and get llmcore's weights by name
-(``load_reference_weights``). For ``TokenEmbedding`` and ``LayerNorm`` the parameters are also passed
-in as inputs (``torch.func.functional_call``), so that their gradients are compared too.
+Each exercise is declared once (:mod:`grader.checks.spec`) and registered; ``check_<name>`` is its
+``check``. Every mistake is "the reference with one knob turned" (a ``*_variant`` function below) or
+a symptom recognised in the output. Module exercises are built with the skeleton's constructor
+arguments (``Case.init``) and get llmcore's weights by name; ``TokenEmbedding`` and ``LayerNorm``
+receive their parameters as inputs (``Case.params``, through ``torch.func.functional_call``), so
+that the gradients of the parameters are compared too.
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 import llmcore
 from llmcore import blocks as reference_blocks
 from llmcore import norms as reference_norms
 from llmcore import positions as reference_positions
 
-from ..framework import Case, CheckFailure, Mistake, check_function, load_reference_weights
+from ..cases import CaseRandom, causal, left_lengths_mask, lengths_mask
+from ..framework import Case, Mistake, tolerances
+from ..spec import Exercise, ModuleExercise, register
 
 __all__ = [
+    "TOKEN_EMBEDDING",
+    "SINUSOIDAL_POSITION_ENCODING",
+    "LAYER_NORM",
+    "ADD_AND_NORM",
+    "FEED_FORWARD",
+    "ENCODER_BLOCK",
+    "DECODER_BLOCK",
     "check_token_embedding",
     "check_sinusoidal_position_encoding",
     "check_layer_norm",
@@ -35,122 +44,122 @@ __all__ = [
 ]
 
 
-def _require_class(exercise: str, cls: object) -> None:
-    if not isinstance(cls, type):
-        raise CheckFailure(f"✘ {exercise}: expected the class itself, got {type(cls).__name__}")
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def _random_norm_parameters(random: CaseRandom, d_model: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A LayerNorm weight around 1 and bias around 0, so that where a norm sits changes the result."""
+    return random.tensor((d_model,), dtype, scale=0.5, shift=1.0), random.tensor((d_model,), dtype, scale=0.5)
 
 
 # --------------------------------------------------------------------------------------------------
-# Token embedding (T01)
+# Token embedding (SYLLABUS T01)
 # --------------------------------------------------------------------------------------------------
 
 
-def _embedding_variant(ids: Tensor, weight: Tensor, *, scale: str = "sqrt_d") -> Tensor:
+def _embedding_variant(module: nn.Module, ids: Tensor, *, scale: str = "sqrt_d") -> Tensor:
     """The reference with one knob turned: how the looked-up rows are scaled."""
+    weight = module.weight
     d_model = weight.shape[1]
     factor = {"sqrt_d": math.sqrt(d_model), "none": 1.0, "d": float(d_model), "inv_sqrt_d": 1 / math.sqrt(d_model)}
     return weight[ids] * factor[scale]
 
 
-def _embedding_reference(ids: Tensor, weight: Tensor) -> Tensor:
-    vocab_size, d_model = weight.shape
-    return functional_call(llmcore.TokenEmbedding(vocab_size, d_model), {"weight": weight}, (ids,))
+def _embedding_mistake(**knobs) -> Callable[..., Tensor]:
+    return lambda build, ids: _embedding_variant(build(), ids, **knobs)
+
+
+def _embedding_columns(build: Callable[[], nn.Module], ids: Tensor) -> Tensor:
+    weight = build().weight
+    return weight[:, ids] * math.sqrt(weight.shape[1])
 
 
 EMBEDDING_MISTAKES = [
     Mistake(
+        "no_scale",
         "the embeddings are not multiplied by √d_model",
+        "the paper scales the looked-up vectors up by the square root of d_model (section 3.4), so that they are "
+        "about as large as the position encoding added to them.",
         "the paper multiplies the looked-up vectors by √d_model (section 3.4): return self.weight[ids] * math.sqrt(d_model).",
-        output=lambda ids, weight: _embedding_variant(ids, weight, scale="none"),
+        output=_embedding_mistake(scale="none"),
     ),
     Mistake(
+        "times_d_model",
         "the embeddings are multiplied by d_model instead of √d_model",
+        "the scale brings entries of standard deviation 1/√d_model to about 1, which takes the square root of "
+        "d_model, not d_model itself.",
         "the factor is the square root: math.sqrt(d_model).",
-        output=lambda ids, weight: _embedding_variant(ids, weight, scale="d"),
+        output=_embedding_mistake(scale="d"),
     ),
     Mistake(
+        "divided_by_sqrt",
         "the embeddings are divided by √d_model instead of multiplied",
+        "the table starts small, so the scale has to enlarge the looked-up vectors, not shrink them further.",
         "the embedding table starts small (std 1/√d_model); multiplying by √d_model brings its entries to about 1, "
         "the size of the position encoding added next.",
-        output=lambda ids, weight: _embedding_variant(ids, weight, scale="inv_sqrt_d"),
+        output=_embedding_mistake(scale="inv_sqrt_d"),
     ),
     Mistake(
+        "wrong_axis",
         "the ids index the wrong axis of the table (weight[:, ids])",
+        "the table holds one row per token, so a token id selects a row, and the result gains d_model as its last "
+        "dimension.",
         "weight is [vocab_size, d_model]: one row per token. Select rows: self.weight[ids].",
-        output=lambda ids, weight: weight[:, ids] * math.sqrt(weight.shape[1]),
+        output=_embedding_columns,
     ),
 ]
 
 
-def _embedding_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
-    def table(vocab_size: int, d_model: int, dtype: torch.dtype) -> Tensor:
-        return torch.randn(vocab_size, d_model, generator=generator, dtype=dtype) / math.sqrt(d_model)
-
-    def ids(vocab_size: int, shape: tuple) -> Tensor:
-        return torch.randint(0, vocab_size, shape, generator=generator)
+def _embedding_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    def case(description: str, ids: Tensor, vocab_size: int, d_model: int, dtype: torch.dtype,
+             gradients: bool = False) -> Case:
+        table = random.tensor((vocab_size, d_model), dtype, scale=1 / math.sqrt(d_model))
+        return Case(description, (ids,), init={"vocab_size": vocab_size, "d_model": d_model},
+                    params={"weight": table}, dtype=dtype, check_gradients=gradients)
 
     cases = [
-        Case("vocab_size=10, d_model=16, ids [B=2, L=5], float32", (ids(10, (2, 5)), table(10, 16, torch.float32))),
-        Case(
-            "vocab_size=7, d_model=9, ids [B=3, L=4] with repeated tokens, float64, gradient of the table (input 0) checked",
-            (torch.tensor([[1, 1, 2, 6], [0, 1, 1, 1], [6, 5, 4, 3]]), table(7, 9, torch.float64)),
-            check_gradients=True,
-        ),
-        Case(
-            "vocab_size=50, d_model=12, ids [L=8] (no batch dim) including the first and last ids 0 and 49, float32",
-            (torch.tensor([0, 49, 3, 3, 17, 0, 49, 8]), table(50, 12, torch.float32)),
-        ),
+        case("vocab_size=10, d_model=16, ids [B=2, L=5], float32", random.ids(10, (2, 5)), 10, 16, torch.float32),
+        case("vocab_size=7, d_model=9, ids [B=3, L=4] with repeated tokens, float64, gradient of the table "
+             "(the parameter weight) checked",
+             torch.tensor([[1, 1, 2, 6], [0, 1, 1, 1], [6, 5, 4, 3]]), 7, 9, torch.float64, gradients=True),
+        case("vocab_size=50, d_model=12, ids [L=8] (no batch dim) including the first and last ids 0 and 49, float32",
+             torch.tensor([0, 49, 3, 3, 17, 0, 49, 8]), 50, 12, torch.float32),
     ]
     if hidden:
         cases += [
-            Case("vocab_size=37, d_model=512, ids [B=2, L=3], float64, gradients",
-                 (ids(37, (2, 3)), table(37, 512, torch.float64)), check_gradients=True),
-            Case("vocab_size=100, d_model=64, ids [B=1, L=1], float32", (ids(100, (1, 1)), table(100, 64, torch.float32))),
-            Case("vocab_size=5, d_model=6, ids [B=2, H=2, L=3] (extra leading dims), float64",
-                 (ids(5, (2, 2, 3)), table(5, 6, torch.float64))),
+            case("vocab_size=37, d_model=512, ids [B=2, L=3], float64, gradients", random.ids(37, (2, 3)), 37, 512,
+                 torch.float64, gradients=True),
+            case("vocab_size=100, d_model=64, ids [B=1, L=1], float32", random.ids(100, (1, 1)), 100, 64, torch.float32),
+            case("vocab_size=5, d_model=6, ids [B=2, H=2, L=3] (extra leading dims), float64", random.ids(5, (2, 2, 3)),
+                 5, 6, torch.float64),
         ]
     return cases
 
 
-def check_token_embedding(cls: type, *, hidden: bool = False) -> None:
-    """Check ``cls(vocab_size, d_model)`` with parameter ``weight [vocab_size, d_model]`` and
-    ``forward(ids [...]) -> [..., d_model]`` against llmcore.TokenEmbedding (SYLLABUS T01).
-
-    The table is passed in with ``torch.func.functional_call`` so that its gradient is compared too.
-    """
-    _require_class("TokenEmbedding", cls)
-
-    def run_learner(ids: Tensor, weight: Tensor) -> Tensor:
-        vocab_size, d_model = weight.shape
-        module = cls(vocab_size, d_model)
-        load_reference_weights("TokenEmbedding", module, llmcore.TokenEmbedding(vocab_size, d_model))
-        return functional_call(module, {"weight": weight}, (ids,))
-
-    return check_function(
-        "TokenEmbedding",
-        run_learner,
-        _embedding_reference,
-        _embedding_cases(seed=61 if hidden else 60, hidden=hidden),
-        mistakes=EMBEDDING_MISTAKES,
-        forbidden={
-            llmcore.TokenEmbedding: "llmcore.TokenEmbedding",
-            nn.Embedding: "torch.nn.Embedding",
-            F.embedding: "torch.nn.functional.embedding",
-            torch.embedding: "torch.embedding",
-        },
-        output_names=("embeddings",),
-        fallback_hint="look up the rows with self.weight[ids] and multiply them by math.sqrt(d_model).",
-    )
+# cls(vocab_size, d_model) with parameter weight [vocab_size, d_model] and forward(ids [...]) -> [..., d_model].
+TOKEN_EMBEDDING = register(ModuleExercise(
+    id="token_embedding",
+    title="TokenEmbedding",
+    syllabus=("T01",),
+    reference=llmcore.TokenEmbedding,
+    cases=_embedding_cases,
+    mistakes=EMBEDDING_MISTAKES,
+    forbidden={
+        llmcore.TokenEmbedding: "llmcore.TokenEmbedding",
+        nn.Embedding: "torch.nn.Embedding",
+        F.embedding: "torch.nn.functional.embedding",
+        torch.embedding: "torch.embedding",
+    },
+    forbidden_ops={
+        "embedding": "PyTorch's embedding lookup (aten::embedding)",
+        "embedding_dense_backward": "PyTorch's embedding lookup (aten::embedding_dense_backward)",
+    },
+    delegation=llmcore.TokenEmbedding,
+    output_names=("embeddings",),
+    fallback_hint="look up the rows with self.weight[ids] and multiply them by math.sqrt(d_model).",
+))
+check_token_embedding = TOKEN_EMBEDDING.check
 
 
 # --------------------------------------------------------------------------------------------------
-# Sinusoidal position encoding (T05)
+# Sinusoidal position encoding (SYLLABUS T05)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -168,9 +177,10 @@ def _pe_variant(
     layout: str = "interleaved",
     swap_sin_cos: bool = False,
     swap_pos_and_2i: bool = False,
+    first_position: int = 0,
 ) -> Tensor:
     """The reference with one knob turned, computed in float64 like the reference."""
-    position = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)  # [n, 1]
+    position = torch.arange(first_position, first_position + n_positions, dtype=torch.float64).unsqueeze(1)  # [n, 1]
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)                # [d/2]: 0, 2, 4, …
     if exponent == "i":  # the pair index i = 0, 1, 2, … where the paper has 2i
         two_i = two_i / 2
@@ -189,6 +199,10 @@ def _pe_variant(
     return encoding.to(dtype)
 
 
+def _pe_mistake(**knobs) -> Callable[..., Tensor]:
+    return lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, **knobs)
+
+
 def _other_base(got: object, expected: object) -> bool:
     """Right layout, wrong base: fit the base from PE[1, 2] = sin(base^(-2/d)) and compare with it."""
     if not (isinstance(got, Tensor) and isinstance(expected, Tensor)) or got.shape != expected.shape:
@@ -196,7 +210,7 @@ def _other_base(got: object, expected: object) -> bool:
     n_positions, d_model = expected.shape
     if n_positions < 2 or d_model < 4 or not got.is_floating_point():
         return False
-    frequency = torch.asin(got[1, 2].double().clamp(-1, 1)).item()  # = base^(-2/d_model)
+    frequency = torch.asin(got[1, 2].detach().double().clamp(-1, 1)).item()  # = base^(-2/d_model)
     if not 0 < frequency < 1:
         return False
     base = frequency ** (-d_model / 2)
@@ -206,50 +220,93 @@ def _other_base(got: object, expected: object) -> bool:
     return torch.allclose(got.detach().double(), fitted, atol=1e-4, rtol=1e-3)
 
 
+def _float32_precision(got: object, expected: object) -> bool:
+    """A float64 result that is right to float32 precision only: computed in float32, then cast."""
+    if not (isinstance(got, Tensor) and isinstance(expected, Tensor)) or got.shape != expected.shape:
+        return False
+    if expected.dtype != torch.float64 or got.dtype != torch.float64 or expected.numel() == 0:
+        return False
+    got, expected = got.detach(), expected.detach()
+    atol, rtol = tolerances(torch.float64)
+    error = (got - expected).abs().max().item()
+    return error < 1e-3 and not torch.allclose(got, expected, atol=atol, rtol=rtol)
+
+
 PE_MISTAKES = [
     Mistake(
+        "sin_cos_swapped",
         "sin and cos are swapped",
+        "in the paper the sine goes into the even dimensions and the cosine into the odd ones.",
         "even dimensions 2i get the sine, odd dimensions 2i+1 the cosine: PE[:, 0::2] = sin(…), PE[:, 1::2] = cos(…).",
-        output=lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, swap_sin_cos=True),
+        output=_pe_mistake(swap_sin_cos=True),
     ),
     Mistake(
+        "halves_layout",
         "the sines fill the first half and the cosines the second half (the layout of some later libraries, e.g. Marian)",
+        "the paper interleaves the two: every pair of neighbouring dimensions holds a sine and the cosine of the same "
+        "angle.",
         "the paper interleaves them: sine in the even dimensions (PE[:, 0::2]), cosine in the odd ones (PE[:, 1::2]). "
         "The two layouts are permutations of each other, but a model trained with one cannot read the other.",
-        output=lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, layout="half"),
+        output=_pe_mistake(layout="half"),
     ),
     Mistake(
+        "exponent_pair_index",
         "the exponent is i/d_model with the pair index i instead of 2i/d_model",
+        "the exponent runs from 0 up to (almost) 1 across the dimensions, so that the wavelengths span 2π to 10000·2π.",
         "with i counting pairs 0, 1, 2, …, the exponent is 2i/d_model, i.e. torch.arange(0, d_model, 2) / d_model: "
         "the wavelengths must go all the way from 2π to 10000·2π.",
-        output=lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, exponent="i"),
+        output=_pe_mistake(exponent="i"),
     ),
     Mistake(
+        "exponent_own_index",
         "each dimension j uses its own exponent j/d_model, so the cosine of pair i gets (2i+1)/d_model",
+        "a sine and the cosine next to it share one frequency: the pair, not the single dimension, sets the exponent.",
         "a sine and its cosine share one frequency: PE[pos, 2i] and PE[pos, 2i+1] both use pos / 10000^(2i/d_model).",
-        output=lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, exponent="own_index"),
+        output=_pe_mistake(exponent="own_index"),
     ),
     Mistake(
+        "positions_from_one",
+        "the positions are counted from 1 instead of 0",
+        "the first token sits at position 0, so the first row of the encoding is sin(0) = 0 and cos(0) = 1.",
+        "positions are torch.arange(n_positions) (0, 1, …, n−1), not torch.arange(1, n_positions + 1).",
+        output=_pe_mistake(first_position=1),
+    ),
+    Mistake(
+        "swapped_pos_and_2i",
+        "the position and the dimension index are swapped in the formula (2i / 10000^(pos/d_model))",
+        "the angle grows linearly with the position, at a rate that the dimension index sets.",
+        "the position pos is the numerator and the dimension index 2i goes into the exponent: pos / 10000^(2i/d_model).",
+        output=_pe_mistake(swap_pos_and_2i=True),
+    ),
+    Mistake(
+        "transposed",
+        "the result is transposed: [d_model, n_positions]",
+        "the encoding has one row per position, to be added to the embedding of the token at that position.",
+        "one row per position: positions as a column [n, 1], frequencies as a row [d_model/2], angles [n, d_model/2].",
+        output=lambda n, d, dtype=torch.float32: _pe_reference(n, d, dtype).T,
+    ),
+    Mistake(
+        "other_base",
         "the wavelengths use a base other than 10000",
+        "the paper's base is 10000, which makes the longest wavelength 10000·2π positions.",
         "divide pos by 10000^(2i/d_model): with the paper's base 10000 the longest wavelength is 10000·2π positions.",
         detect=_other_base,
     ),
     Mistake(
-        "the position and the dimension index are swapped in the formula (2i / 10000^(pos/d_model))",
-        "the position pos is the numerator and the dimension index 2i goes into the exponent: pos / 10000^(2i/d_model).",
-        output=lambda n, d, dtype=torch.float32: _pe_variant(n, d, dtype, swap_pos_and_2i=True),
-    ),
-    Mistake(
-        "the result is transposed: [d_model, n_positions]",
-        "one row per position: positions as a column [n, 1], frequencies as a row [d_model/2], angles [n, d_model/2].",
-        output=lambda n, d, dtype=torch.float32: _pe_reference(n, d, dtype).T,
+        "computed_in_float32",
+        "the encoding is computed in float32 and only then converted to the requested dtype",
+        "float64 is compared to about 1e-9, which a float32 computation cannot reach; the whole computation has to "
+        "run in the requested dtype.",
+        "build every tensor in the requested dtype: torch.arange(n_positions, dtype=dtype), "
+        "torch.arange(0, d_model, 2, dtype=dtype), torch.zeros(n_positions, d_model, dtype=dtype).",
+        detect=_float32_precision,
     ),
 ]
 
 
-def _pe_cases(hidden: bool) -> list[Case]:
+def _pe_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     # args: (n_positions, d_model), kwargs: dtype. Float32 cases stay below ~100 positions, where a float32
-    # computation is accurate to the tolerance; long ranges are checked in float64.
+    # computation is accurate to the tolerance; long ranges are checked in float64. Nothing is random here.
     if not hidden:
         return [
             Case("n_positions=10, d_model=16, default dtype (float32)", (10, 16)),
@@ -265,39 +322,38 @@ def _pe_cases(hidden: bool) -> list[Case]:
     ]
 
 
-def check_sinusoidal_position_encoding(fn: Callable[..., Tensor], *, hidden: bool = False) -> None:
-    """Check ``fn(n_positions, d_model, dtype=torch.float32) -> [n_positions, d_model]`` against
-    llmcore.sinusoidal_position_encoding (SYLLABUS T05)."""
-    return check_function(
-        "sinusoidal_position_encoding",
-        fn,
-        _pe_reference,
-        _pe_cases(hidden),
-        mistakes=PE_MISTAKES,
-        forbidden={
-            reference_positions.sinusoidal_position_encoding: "llmcore.sinusoidal_position_encoding",
-            llmcore.SinusoidalPositionalEncoding: "llmcore.SinusoidalPositionalEncoding",
-        },
-        output_names=("encoding",),
-        fallback_hint="angles = pos / 10000^(2i/d_model) with pos as a column [n, 1] and 2i = arange(0, d_model, 2) "
-        "as a row; PE[:, 0::2] = sin(angles), PE[:, 1::2] = cos(angles). Build every tensor in the requested dtype "
-        "(float64 cases are compared to 1e-9, which a float32 computation cannot reach).",
-    )
+def _pe_delegation(n_positions: int, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    return llmcore.sinusoidal_position_encoding(n_positions, d_model, dtype=dtype)
+
+
+# fn(n_positions, d_model, dtype=torch.float32) -> [n_positions, d_model]
+SINUSOIDAL_POSITION_ENCODING = register(Exercise(
+    id="sinusoidal_position_encoding",
+    syllabus=("T05",),
+    reference=_pe_reference,
+    cases=_pe_cases,
+    mistakes=PE_MISTAKES,
+    forbidden={
+        reference_positions.sinusoidal_position_encoding: "llmcore.sinusoidal_position_encoding",
+        llmcore.SinusoidalPositionalEncoding: "llmcore.SinusoidalPositionalEncoding",
+    },
+    delegation=_pe_delegation,
+    output_names=("encoding",),
+    fallback_hint="angles = pos / 10000^(2i/d_model) with pos as a column [n, 1] and 2i = arange(0, d_model, 2) "
+    "as a row; PE[:, 0::2] = sin(angles), PE[:, 1::2] = cos(angles). Build every tensor in the requested dtype "
+    "(float64 cases are compared to 1e-9, which a float32 computation cannot reach).",
+))
+check_sinusoidal_position_encoding = SINUSOIDAL_POSITION_ENCODING.check
 
 
 # --------------------------------------------------------------------------------------------------
-# LayerNorm (T06)
+# LayerNorm (SYLLABUS T06)
 # --------------------------------------------------------------------------------------------------
-
-
-def _layer_norm_reference(x: Tensor, weight: Tensor, bias: Tensor, *, eps: float | None = None) -> Tensor:
-    return reference_norms.layer_norm(x, weight, bias, 1e-5 if eps is None else eps)
 
 
 def _layer_norm_variant(
+    module: nn.Module,
     x: Tensor,
-    weight: Tensor,
-    bias: Tensor,
     *,
     eps: float | None = None,
     eps_outside_root: bool = False,
@@ -306,8 +362,9 @@ def _layer_norm_variant(
     use_weight: bool = True,
     use_bias: bool = True,
 ) -> Tensor:
-    """The reference with one knob turned (``dim=None``: statistics over every element at once)."""
-    eps = 1e-5 if eps is None else eps
+    """The reference with one knob turned, with the module's weight, bias and eps (``dim=None``: statistics
+    over every element at once)."""
+    eps = module.eps if eps is None else eps
     dims = tuple(range(x.dim())) if dim is None else (dim,)
     mean = x.mean(dim=dims, keepdim=True)
     variance = x.var(dim=dims, keepdim=True, correction=1 if unbiased else 0)
@@ -316,140 +373,157 @@ def _layer_norm_variant(
     else:
         normalised = (x - mean) / torch.sqrt(variance + eps)
     if use_weight:
-        normalised = normalised * weight
+        normalised = normalised * module.weight
     if use_bias:
-        normalised = normalised + bias
+        normalised = normalised + module.bias
     return normalised
 
 
 def _layer_norm_mistake(**knobs) -> Callable[..., Tensor]:
-    return lambda x, weight, bias, **case_kwargs: _layer_norm_variant(x, weight, bias, **{**case_kwargs, **knobs})
+    return lambda build, x: _layer_norm_variant(build(), x, **knobs)
 
 
 LAYER_NORM_MISTAKES = [
     Mistake(
+        "no_eps",
         "eps is missing: a token whose features are all equal divides 0 by 0",
+        "a small eps added to the variance keeps the division finite when a token's variance is 0.",
         "add eps to the variance inside the square root: (x − mean) / torch.sqrt(var + self.eps).",
         output=_layer_norm_mistake(eps=0.0),
     ),
     Mistake(
+        "eps_outside_root",
         "eps is added outside the square root (√var + eps)",
+        "eps is part of the variance: it is added before the square root is taken.",
         "the formula is (x − mean) / √(var + eps): add eps to the variance, then take the root.",
         output=_layer_norm_mistake(eps_outside_root=True),
     ),
     Mistake(
+        "unbiased_variance",
         "the variance is unbiased (divided by d − 1)",
+        "LayerNorm uses the plain (biased) variance, the mean of the squared deviations over the d features.",
         "LayerNorm uses the biased variance, the plain mean of the squared deviations: x.var(dim=-1, unbiased=False) "
         "or ((x − mean)²).mean(dim=-1). torch.var and torch.std divide by d − 1 by default.",
         output=_layer_norm_mistake(unbiased=True),
     ),
     Mistake(
+        "unbiased_std_eps_outside",
         "unbiased standard deviation with eps outside the root ((x − mean) / (x.std(-1) + eps), as in some tutorials)",
+        "two changes bring this tutorial formula to LayerNorm's: the biased variance, and eps added before the root.",
         "x.std divides by d − 1, and eps belongs inside the root: (x − mean) / torch.sqrt(x.var(-1, unbiased=False) + eps).",
         output=_layer_norm_mistake(unbiased=True, eps_outside_root=True),
     ),
     Mistake(
+        "over_batch",
         "the statistics are computed over the batch dimension (dim 0)",
+        "LayerNorm normalises each token on its own, over its own features (normalising each feature over the batch "
+        "is BatchNorm).",
         "LayerNorm normalises each token on its own, over its d_model features: mean and variance over dim=-1 "
         "with keepdim=True. (Normalising each feature over the batch is BatchNorm.)",
         output=_layer_norm_mistake(dim=0),
     ),
     Mistake(
+        "over_sequence",
         "the statistics are computed over the sequence dimension (dim -2)",
+        "LayerNorm normalises each token on its own, over its own features, never across the tokens of a sequence.",
         "LayerNorm normalises each token on its own, over its d_model features: mean and variance over dim=-1.",
         output=_layer_norm_mistake(dim=-2),
     ),
     Mistake(
+        "over_whole_tensor",
         "the statistics are computed over the whole tensor at once",
+        "every token gets its own mean and variance, taken over its features only.",
         "take the mean and variance per token: x.mean(dim=-1, keepdim=True), not x.mean().",
         output=_layer_norm_mistake(dim=None),
     ),
     Mistake(
+        "no_affine",
         "the learned scale (weight) and shift (bias) are not applied",
+        "after normalising, LayerNorm scales and shifts every feature with learned parameters, so the model can undo "
+        "the normalisation where it helps.",
         "finish with normalised * self.weight + self.bias: they let the model undo the normalisation where it helps.",
         output=_layer_norm_mistake(use_weight=False, use_bias=False),
     ),
     Mistake(
+        "no_weight",
         "the learned scale (weight) is not applied",
+        "the normalised values are scaled by the learned weight before the shift is added.",
         "multiply the normalised values by self.weight before adding self.bias.",
         output=_layer_norm_mistake(use_weight=False),
     ),
     Mistake(
+        "no_bias",
         "the learned shift (bias) is not added",
+        "after the learned scale comes the learned shift.",
         "add self.bias after multiplying by self.weight.",
         output=_layer_norm_mistake(use_bias=False),
     ),
 ]
 
 
-def _layer_norm_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
-    def tensors(shape: tuple, dtype: torch.dtype, spread: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+def _layer_norm_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    def case(description: str, shape: tuple, dtype: torch.dtype, *, spread: float = 1.0, eps: float | None = None,
+             gradients: bool = False, constant_token: tuple | None = None) -> Case:
         d_model = shape[-1]
-        x = torch.randn(shape, generator=generator, dtype=dtype) * spread + 0.5
-        weight = 1 + 0.5 * torch.randn(d_model, generator=generator, dtype=dtype)
-        bias = 0.5 * torch.randn(d_model, generator=generator, dtype=dtype)
-        return x, weight, bias
+        x = random.tensor(shape, dtype, scale=spread, shift=0.5)
+        if constant_token is not None:
+            x[constant_token] = 3.0  # all features equal: variance 0
+        weight, bias = _random_norm_parameters(random, d_model, dtype)
+        init = {"d_model": d_model} if eps is None else {"d_model": d_model, "eps": eps}
+        return Case(description, (x,), init=init, params={"weight": weight, "bias": bias},
+                    check_gradients=gradients)
 
-    constant_row = tensors((2, 3, 8), torch.float64)
-    constant_row[0][1, 2] = 3.0  # batch row 1, token 2: all features equal, variance 0
     # Float64 first: there even eps's place is visible, so mistakes that differ only there are told apart.
     cases = [
-        Case("x [B=2, L=5, d=4], float64, gradients of x, weight and bias (inputs 0, 1, 2)",
-             tensors((2, 5, 4), torch.float64), check_gradients=True),
-        Case("x [B=2, L=3, d=8], float32, random weight and bias", tensors((2, 3, 8), torch.float32)),
-        Case("x [B=3, L=2, d=16] of small spread (std 0.003, variance close to eps), float64",
-             tensors((3, 2, 16), torch.float64, spread=0.003)),
-        Case("x [B=2, L=3, d=8], float64, one token whose features are all equal (variance 0)", constant_row),
-        Case("x [B=1, L=4, d=32], float32, constructed with eps=0.1",
-             tensors((1, 4, 32), torch.float32), {"eps": 0.1}),
+        case("x [B=2, L=5, d=4], float64, gradients of x, weight and bias", (2, 5, 4), torch.float64, gradients=True),
+        case("x [B=2, L=3, d=8], float32, random weight and bias", (2, 3, 8), torch.float32),
+        case("x [B=3, L=2, d=16] of small spread (std 0.003, variance close to eps), float64", (3, 2, 16),
+             torch.float64, spread=0.003),
+        case("x [B=2, L=3, d=8], float64, one token whose features are all equal (variance 0)", (2, 3, 8),
+             torch.float64, constant_token=(1, 2)),
+        case("x [B=1, L=4, d=32], float32, constructed with eps=0.1", (1, 4, 32), torch.float32, eps=0.1),
     ]
     if hidden:
         cases += [
-            Case("x [B=4, L=7, d=64], float64, gradients", tensors((4, 7, 64), torch.float64), check_gradients=True),
-            Case("x [N=5, d=3] (no sequence dim), float32", tensors((5, 3), torch.float32)),
-            Case("x [B=2, H=2, L=3, d=10] (4 dims), float64, eps=1e-3, gradients",
-                 tensors((2, 2, 3, 10), torch.float64, spread=0.05), {"eps": 1e-3}, check_gradients=True),
-            Case("x [B=1, L=1, d=512], float32", tensors((1, 1, 512), torch.float32)),
+            case("x [B=4, L=7, d=64], float64, gradients", (4, 7, 64), torch.float64, gradients=True),
+            case("x [N=5, d=3] (no sequence dim), float32", (5, 3), torch.float32),
+            case("x [B=2, H=2, L=3, d=10] (4 dims), float64, eps=1e-3, gradients", (2, 2, 3, 10), torch.float64,
+                 spread=0.05, eps=1e-3, gradients=True),
+            case("x [B=1, L=1, d=512], float32", (1, 1, 512), torch.float32),
         ]
     return cases
 
 
-def check_layer_norm(cls: type, *, hidden: bool = False) -> None:
-    """Check ``cls(d_model, eps=1e-5)`` with parameters ``weight``, ``bias`` and ``forward(x [..., d]) -> [..., d]``
-    against llmcore.layer_norm (SYLLABUS T06). Weight and bias are random and passed in as inputs
-    (``torch.func.functional_call``), so their gradients are compared too."""
-    _require_class("LayerNorm", cls)
-
-    def run_learner(x: Tensor, weight: Tensor, bias: Tensor, *, eps: float | None = None) -> Tensor:
-        d_model = x.shape[-1]
-        module = cls(d_model) if eps is None else cls(d_model, eps=eps)
-        load_reference_weights("LayerNorm", module, llmcore.LayerNorm(d_model))
-        return functional_call(module, {"weight": weight, "bias": bias}, (x,))
-
-    return check_function(
-        "LayerNorm",
-        run_learner,
-        _layer_norm_reference,
-        _layer_norm_cases(seed=71 if hidden else 70, hidden=hidden),
-        mistakes=LAYER_NORM_MISTAKES,
-        forbidden={
-            llmcore.LayerNorm: "llmcore.LayerNorm",
-            reference_norms.layer_norm: "llmcore.layer_norm",
-            nn.LayerNorm: "torch.nn.LayerNorm",
-            F.layer_norm: "torch.nn.functional.layer_norm",
-            torch.layer_norm: "torch.layer_norm",
-            torch.native_layer_norm: "torch.native_layer_norm",
-        },
-        output_names=("normalised",),
-        fallback_hint="mean and biased variance over the last dim (keepdim=True); "
-        "(x − mean) / sqrt(var + eps) * weight + bias.",
-    )
+# cls(d_model, eps=1e-5) with parameters weight, bias [d_model] and forward(x [..., d]) -> [..., d].
+LAYER_NORM = register(ModuleExercise(
+    id="layer_norm",
+    title="LayerNorm",
+    syllabus=("T06",),
+    reference=llmcore.LayerNorm,
+    cases=_layer_norm_cases,
+    mistakes=LAYER_NORM_MISTAKES,
+    forbidden={
+        llmcore.LayerNorm: "llmcore.LayerNorm",
+        reference_norms.layer_norm: "llmcore.layer_norm",
+        nn.LayerNorm: "torch.nn.LayerNorm",
+        F.layer_norm: "torch.nn.functional.layer_norm",
+        torch.layer_norm: "torch.layer_norm",
+        torch.native_layer_norm: "torch.native_layer_norm",
+    },
+    forbidden_ops={
+        "native_layer_norm": "PyTorch's layer-norm kernel (aten::native_layer_norm)",
+        "native_layer_norm_backward": "PyTorch's layer-norm kernel (aten::native_layer_norm_backward)",
+    },
+    delegation=llmcore.LayerNorm,
+    output_names=("normalised",),
+    fallback_hint="mean and biased variance over the last dim (keepdim=True); "
+    "(x − mean) / sqrt(var + eps) * weight + bias.",
+))
+check_layer_norm = LAYER_NORM.check
 
 
 # --------------------------------------------------------------------------------------------------
-# Add & Norm (T06)
+# Add & Norm (SYLLABUS T06)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -459,45 +533,53 @@ def _add_and_norm_reference(x: Tensor, sublayer_output: Tensor, norm: nn.Module)
 
 ADD_AND_NORM_MISTAKES = [
     Mistake(
+        "pre_norm",
         "pre-norm instead of post-norm: x + norm(sublayer_output)",
+        "the 2017 Transformer adds first and normalises the sum; pre-norm (GPT-2 on) normalises the sublayer's input, "
+        "which this function never sees.",
         "the 2017 Transformer adds first and normalises the sum: norm(x + sublayer_output). (Pre-norm, used from GPT-2 "
         "on, normalises the sublayer's *input*, which this function does not see.)",
         output=lambda x, sublayer_output, norm: x + norm(sublayer_output),
     ),
     Mistake(
+        "no_residual",
         "the residual connection is missing: norm(sublayer_output)",
+        "the residual connection carries the sublayer's input around it, so the input is part of what is normalised.",
         "add the sublayer's input back before normalising: norm(x + sublayer_output).",
         output=lambda x, sublayer_output, norm: norm(sublayer_output),
     ),
     Mistake(
+        "no_norm",
         "the norm is not applied: x + sublayer_output",
+        "\"Add & Norm\" is two steps: the residual sum, then the normalisation of that sum.",
         "\"Add & Norm\" does both: return norm(x + sublayer_output).",
         output=lambda x, sublayer_output, norm: x + sublayer_output,
     ),
     Mistake(
+        "norm_x_only",
         "only x is normalised before the sum: norm(x) + sublayer_output",
+        "the norm applies to the sum of the two inputs, after they are added.",
         "normalise the sum of the two: norm(x + sublayer_output).",
         output=lambda x, sublayer_output, norm: norm(x) + sublayer_output,
     ),
 ]
 
 
-def _random_layer_norm(d_model: int, generator: torch.Generator, dtype: torch.dtype) -> llmcore.LayerNorm:
+def _random_layer_norm(random: CaseRandom, d_model: int, dtype: torch.dtype) -> llmcore.LayerNorm:
     """llmcore's LayerNorm with a random weight and bias, so that where the norm sits changes the result."""
     norm = llmcore.LayerNorm(d_model).to(dtype)
+    weight, bias = _random_norm_parameters(random, d_model, dtype)
     with torch.no_grad():
-        norm.weight.copy_(1 + 0.5 * torch.randn(d_model, generator=generator, dtype=dtype))
-        norm.bias.copy_(0.5 * torch.randn(d_model, generator=generator, dtype=dtype))
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
     return norm
 
 
-def _add_and_norm_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
+def _add_and_norm_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     def inputs(shape: tuple, dtype: torch.dtype) -> tuple[Tensor, Tensor, nn.Module]:
-        x = torch.randn(shape, generator=generator, dtype=dtype)
-        sublayer_output = 2 * torch.randn(shape, generator=generator, dtype=dtype)
-        return x, sublayer_output, _random_layer_norm(shape[-1], generator, dtype)
+        x = random.tensor(shape, dtype)
+        sublayer_output = random.tensor(shape, dtype, scale=2.0)
+        return x, sublayer_output, _random_layer_norm(random, shape[-1], dtype)
 
     cases = [
         Case("x and sublayer_output [B=2, L=3, d=8], float32, llmcore.LayerNorm with random weight and bias",
@@ -514,38 +596,33 @@ def _add_and_norm_cases(seed: int, hidden: bool) -> list[Case]:
     return cases
 
 
-def check_add_and_norm(fn: Callable[[Tensor, Tensor, nn.Module], Tensor], *, hidden: bool = False) -> None:
-    """Check ``fn(x, sublayer_output, norm) -> norm(x + sublayer_output)``, the post-norm residual (T06)."""
-    return check_function(
-        "add_and_norm",
-        fn,
-        _add_and_norm_reference,
-        _add_and_norm_cases(seed=81 if hidden else 80, hidden=hidden),
-        mistakes=ADD_AND_NORM_MISTAKES,
-        forbidden={reference_blocks.residual: "llmcore.residual"},
-        output_names=("output",),
-        fallback_hint="return norm(x + sublayer_output).",
-    )
+def _add_and_norm_delegation(x: Tensor, sublayer_output: Tensor, norm: nn.Module) -> Tensor:
+    return llmcore.residual(x, lambda h: sublayer_output, norm, nn.Identity(), norm_first=False)
+
+
+# fn(x, sublayer_output, norm) -> norm(x + sublayer_output), the post-norm residual. The norm is llmcore's
+# LayerNorm (an earlier exercise), so native_layer_norm is not forbidden here.
+ADD_AND_NORM = register(Exercise(
+    id="add_and_norm",
+    syllabus=("T06",),
+    reference=_add_and_norm_reference,
+    cases=_add_and_norm_cases,
+    mistakes=ADD_AND_NORM_MISTAKES,
+    forbidden={reference_blocks.residual: "llmcore.residual"},
+    delegation=_add_and_norm_delegation,
+    output_names=("output",),
+    fallback_hint="return norm(x + sublayer_output).",
+))
+check_add_and_norm = ADD_AND_NORM.check
 
 
 # --------------------------------------------------------------------------------------------------
-# Position-wise feed-forward network (T07)
+# Position-wise feed-forward network (SYLLABUS T07)
 # --------------------------------------------------------------------------------------------------
 
 
-def _reference_ffn(d_model: int, d_ff: int, seed: int, dtype: torch.dtype) -> llmcore.FeedForward:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = llmcore.FeedForward(d_model, d_ff)
-    return module.to(dtype)
-
-
-def _ffn_reference(x: Tensor, *, d_ff: int, seed: int) -> Tensor:
-    return _reference_ffn(x.shape[-1], d_ff, seed, x.dtype)(x)
-
-
-def _ffn_variant(x: Tensor, *, d_ff: int, seed: int, hidden_act=F.relu, output_act=None) -> Tensor:
-    module = _reference_ffn(x.shape[-1], d_ff, seed, x.dtype)
+def _ffn_variant(module: nn.Module, x: Tensor, *, hidden_act=F.relu, output_act=None) -> Tensor:
+    """The reference with one knob turned, computed with the reference module's weights."""
     hidden = module.up_proj(x)
     if hidden_act is not None:
         hidden = hidden_act(hidden)
@@ -553,102 +630,93 @@ def _ffn_variant(x: Tensor, *, d_ff: int, seed: int, hidden_act=F.relu, output_a
     return out if output_act is None else output_act(out)
 
 
+def _ffn_mistake(**knobs) -> Callable[..., Tensor]:
+    return lambda build, x: _ffn_variant(build(), x, **knobs)
+
+
 FFN_MISTAKES = [
     Mistake(
+        "no_activation",
         "the ReLU is missing",
+        "without a non-linearity between them, the two linear layers collapse into a single linear map.",
         "apply torch.relu to the output of up_proj: without a non-linearity the two layers collapse into one linear map.",
-        output=lambda x, **kw: _ffn_variant(x, **kw, hidden_act=None),
+        output=_ffn_mistake(hidden_act=None),
     ),
     Mistake(
+        "relu_twice",
         "a ReLU is also applied after the second layer",
+        "the output of the second layer goes into the residual sum as it is, negative values included.",
         "the output of down_proj is returned as it is (it goes into the residual sum, where negative values are needed): "
         "down_proj(relu(up_proj(x))).",
-        output=lambda x, **kw: _ffn_variant(x, **kw, output_act=F.relu),
+        output=_ffn_mistake(output_act=F.relu),
     ),
     Mistake(
+        "relu_at_the_end",
         "the ReLU is applied after the second layer instead of the first",
+        "the non-linearity sits between the two layers, on the wide d_ff hidden vector.",
         "the non-linearity sits between the two layers: down_proj(relu(up_proj(x))).",
-        output=lambda x, **kw: _ffn_variant(x, **kw, hidden_act=None, output_act=F.relu),
+        output=_ffn_mistake(hidden_act=None, output_act=F.relu),
     ),
     Mistake(
+        "gelu",
         "GELU is used instead of ReLU",
+        "the 2017 model uses ReLU, max(0, x); GELU came a year later with GPT-1 and BERT.",
         "the 2017 model uses ReLU, max(0, x); GELU came with GPT-1 and BERT (2018).",
-        output=lambda x, **kw: _ffn_variant(x, **kw, hidden_act=F.gelu),
+        output=_ffn_mistake(hidden_act=F.gelu),
     ),
 ]
 
 
-def _ffn_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
-    def x(shape: tuple, dtype: torch.dtype) -> Tensor:
-        return torch.randn(shape, generator=generator, dtype=dtype)
-
-    def config(d_ff: int, offset: int) -> dict:
-        return dict(d_ff=d_ff, seed=seed * 100 + offset)
+def _ffn_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    def case(description: str, shape: tuple, d_ff: int, dtype: torch.dtype, gradients: bool = False) -> Case:
+        return Case(description, (random.tensor(shape, dtype),), init={"d_model": shape[-1], "d_ff": d_ff},
+                    check_gradients=gradients)
 
     cases = [
-        Case("x [B=2, L=3, d_model=8], d_ff=32, float32", (x((2, 3, 8), torch.float32),), config(32, 1)),
-        Case("x [B=1, L=5, d_model=16], d_ff=64, float64, gradients", (x((1, 5, 16), torch.float64),), config(64, 2),
-             check_gradients=True),
-        Case("x [N=6, d_model=4] (no sequence dim), d_ff=16, float32", (x((6, 4), torch.float32),), config(16, 3)),
+        case("x [B=2, L=3, d_model=8], d_ff=32, float32", (2, 3, 8), 32, torch.float32),
+        case("x [B=1, L=5, d_model=16], d_ff=64, float64, gradients", (1, 5, 16), 64, torch.float64, gradients=True),
+        case("x [N=6, d_model=4] (no sequence dim), d_ff=16, float32", (6, 4), 16, torch.float32),
     ]
     if hidden:
         cases += [
-            Case("x [B=2, L=7, d_model=64], d_ff=256, float64, gradients", (x((2, 7, 64), torch.float64),),
-                 config(256, 4), check_gradients=True),
-            Case("x [B=2, H=2, L=3, d_model=6] (4 dims), d_ff=10, float32", (x((2, 2, 3, 6), torch.float32),),
-                 config(10, 5)),
-            Case("x [B=1, L=1, d_model=12], d_ff=12 (d_ff = d_model), float64", (x((1, 1, 12), torch.float64),),
-                 config(12, 6)),
+            case("x [B=2, L=7, d_model=64], d_ff=256, float64, gradients", (2, 7, 64), 256, torch.float64,
+                 gradients=True),
+            case("x [B=2, H=2, L=3, d_model=6] (4 dims), d_ff=10, float32", (2, 2, 3, 6), 10, torch.float32),
+            case("x [B=1, L=1, d_model=12], d_ff=12 (d_ff = d_model), float64", (1, 1, 12), 12, torch.float64),
         ]
     return cases
 
 
-def check_feed_forward(cls: type, *, hidden: bool = False) -> None:
-    """Check ``cls(d_model, d_ff)`` with ``up_proj``, ``down_proj`` and ``forward(x [..., d_model]) -> [..., d_model]``
-    against llmcore.FeedForward (SYLLABUS T07)."""
-    _require_class("FeedForward", cls)
-
-    def run_learner(x: Tensor, *, d_ff: int, seed: int) -> Tensor:
-        d_model = x.shape[-1]
-        module = cls(d_model, d_ff)
-        load_reference_weights("FeedForward", module, _reference_ffn(d_model, d_ff, seed, torch.float32))
-        return module.to(x.dtype).eval()(x)
-
-    return check_function(
-        "FeedForward",
-        run_learner,
-        _ffn_reference,
-        _ffn_cases(seed=91 if hidden else 90, hidden=hidden),
-        mistakes=FFN_MISTAKES,
-        forbidden={llmcore.FeedForward: "llmcore.FeedForward"},
-        output_names=("output",),
-        fallback_hint="self.down_proj(torch.relu(self.up_proj(x))), with up_proj = nn.Linear(d_model, d_ff) and "
-        "down_proj = nn.Linear(d_ff, d_model).",
-    )
+# cls(d_model, d_ff) with up_proj, down_proj (biases included) and forward(x [..., d_model]) -> [..., d_model].
+FEED_FORWARD = register(ModuleExercise(
+    id="feed_forward",
+    title="FeedForward",
+    syllabus=("T07",),
+    reference=llmcore.FeedForward,
+    cases=_ffn_cases,
+    mistakes=FFN_MISTAKES,
+    forbidden={llmcore.FeedForward: "llmcore.FeedForward"},
+    delegation=llmcore.FeedForward,
+    output_names=("output",),
+    fallback_hint="self.down_proj(torch.relu(self.up_proj(x))), with up_proj = nn.Linear(d_model, d_ff) and "
+    "down_proj = nn.Linear(d_ff, d_model).",
+))
+check_feed_forward = FEED_FORWARD.check
 
 
 # --------------------------------------------------------------------------------------------------
-# Encoder and decoder blocks (T08)
+# Encoder and decoder blocks (SYLLABUS T08)
 # --------------------------------------------------------------------------------------------------
 
 
 def _randomise_norms(block: nn.Module) -> None:
-    """Random LayerNorm weights and biases, so that a norm in the wrong place changes the output."""
+    """Random LayerNorm weights and biases (drawn from the seeded global generator the spec sets up while it
+    builds the reference), so that a norm in the wrong place changes the output."""
     with torch.no_grad():
         for module in block.modules():
             if isinstance(module, llmcore.LayerNorm):
                 module.weight.copy_(1 + 0.3 * torch.randn_like(module.weight))
                 module.bias.copy_(0.3 * torch.randn_like(module.bias))
-
-
-def _reference_block(kind: type, d_model: int, n_heads: int, d_ff: int, seed: int, dtype: torch.dtype) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        block = kind(d_model, n_heads, d_ff)
-        _randomise_norms(block)
-    return block.to(dtype)
 
 
 def _sublayer(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, *, norm_first: bool, residual: bool) -> Tensor:
@@ -660,18 +728,15 @@ def _sublayer(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, 
     return norm(x + out if residual else out)
 
 
-def _encoder_reference(x: Tensor, mask: Tensor | None, *, d_model: int, n_heads: int, d_ff: int, seed: int) -> Tensor:
-    return _reference_block(llmcore.EncoderBlock, d_model, n_heads, d_ff, seed, x.dtype)(x, mask)
+def _block_init(d_model: int, n_heads: int, d_ff: int) -> dict:
+    return {"d_model": d_model, "n_heads": n_heads, "d_ff": d_ff}
 
 
 def _encoder_variant(
+    block: nn.Module,
     x: Tensor,
     mask: Tensor | None,
     *,
-    d_model: int,
-    n_heads: int,
-    d_ff: int,
-    seed: int,
     norm_first: bool = False,
     no_residual: tuple[str, ...] = (),
     use_mask: bool = True,
@@ -679,7 +744,6 @@ def _encoder_variant(
     swap_norms: bool = False,
 ) -> Tensor:
     """The reference with one knob turned, computed with the reference block's weights."""
-    block = _reference_block(llmcore.EncoderBlock, d_model, n_heads, d_ff, seed, x.dtype)
     attention_mask = mask if use_mask else None
     norms = {"self_attn": block.self_attn_norm, "ffn": block.ffn_norm}
     if swap_norms:
@@ -691,133 +755,114 @@ def _encoder_variant(
 
 
 def _encoder_mistake(**knobs) -> Callable[..., Tensor]:
-    return lambda x, mask, **config: _encoder_variant(x, mask, **config, **knobs)
+    return lambda build, x, mask=None: _encoder_variant(build(), x, mask, **knobs)
 
 
 ENCODER_MISTAKES = [
     Mistake(
+        "pre_norm",
         "pre-norm wiring: x + sublayer(norm(x))",
+        "the 2017 block is post-norm: each sublayer's output is added to its input, and the sum is normalised; "
+        "pre-norm came later (GPT-2).",
         "the 2017 block is post-norm: x = self.self_attn_norm(x + self.self_attn(x, mask=mask)), then "
         "x = self.ffn_norm(x + self.ffn(x)). Pre-norm came later (GPT-2).",
         output=_encoder_mistake(norm_first=True),
     ),
     Mistake(
+        "no_attention_residual",
         "the residual connection around self-attention is missing",
+        "every sublayer, self-attention included, has its input added back to its output before the norm.",
         "add the attention's input back before the norm: self.self_attn_norm(x + self.self_attn(x, mask=mask)).",
         output=_encoder_mistake(no_residual=("self_attn",)),
     ),
     Mistake(
+        "no_ffn_residual",
         "the residual connection around the feed-forward network is missing",
+        "every sublayer, the feed-forward network included, has its input added back to its output before the norm.",
         "add the FFN's input back before the norm: self.ffn_norm(x + self.ffn(x)).",
         output=_encoder_mistake(no_residual=("ffn",)),
     ),
     Mistake(
+        "mask_unused",
         "the mask is not passed to self-attention",
+        "the padding mask has to reach self-attention, or every token attends to the padding too.",
         "call self.self_attn(x, mask=mask): without it every token attends to the padding.",
         output=_encoder_mistake(use_mask=False),
     ),
     Mistake(
+        "ffn_first",
         "the feed-forward network comes before self-attention",
+        "tokens first exchange information through self-attention; the feed-forward network then processes each "
+        "position.",
         "the order is self-attention (with its Add & Norm), then the FFN (with its Add & Norm).",
         output=_encoder_mistake(order=("ffn", "self_attn")),
     ),
     Mistake(
+        "norms_swapped",
         "the two norms are swapped (ffn_norm after attention, self_attn_norm after the FFN)",
+        "each sublayer has a norm of its own with its own learned weights, named after the sublayer it follows.",
         "each sublayer has its own norm: self_attn_norm after self-attention, ffn_norm after the FFN.",
         output=_encoder_mistake(swap_norms=True),
     ),
 ]
 
 
-def _lengths_mask(lengths: list[int], length: int) -> Tensor:
-    """Padding mask ``[B, 1, 1, S]``: True at the first ``lengths[b]`` positions of row b."""
-    return (torch.arange(length) < torch.tensor(lengths).view(-1, 1)).view(len(lengths), 1, 1, length)
-
-
-def _causal(length: int) -> Tensor:
-    return torch.ones(length, length, dtype=torch.bool).tril()
-
-
-def _block_config(seed: int, offset: int, d_model: int, n_heads: int, d_ff: int) -> dict:
-    return dict(d_model=d_model, n_heads=n_heads, d_ff=d_ff, seed=seed * 100 + offset)
-
-
-def _encoder_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
-    def x(shape: tuple, dtype: torch.dtype) -> Tensor:
-        return torch.randn(shape, generator=generator, dtype=dtype)
+def _encoder_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    def case(description: str, shape: tuple, n_heads: int, d_ff: int, dtype: torch.dtype, mask: Tensor | None,
+             gradients: bool = False) -> Case:
+        return Case(description, (random.tensor(shape, dtype),), {"mask": mask},
+                    init=_block_init(shape[-1], n_heads, d_ff), check_gradients=gradients)
 
     cases = [
-        Case("x [B=2, S=5, d_model=16], n_heads=4, d_ff=32, float32, padding mask [B, 1, 1, S] with lengths 5 and 3",
-             (x((2, 5, 16), torch.float32), _lengths_mask([5, 3], 5)), _block_config(seed, 1, 16, 4, 32)),
-        Case("x [B=1, S=6, d_model=24], n_heads=3, d_ff=48, float64, no mask, gradients",
-             (x((1, 6, 24), torch.float64), None), _block_config(seed, 2, 24, 3, 48), check_gradients=True),
-        Case("x [B=3, S=4, d_model=8], n_heads=2, d_ff=16, float64, padding lengths 4, 1 and 2, gradients",
-             (x((3, 4, 8), torch.float64), _lengths_mask([4, 1, 2], 4)), _block_config(seed, 3, 8, 2, 16),
-             check_gradients=True),
+        case("x [B=2, S=5, d_model=16], n_heads=4, d_ff=32, float32, padding mask [B, 1, 1, S] with lengths 5 and 3",
+             (2, 5, 16), 4, 32, torch.float32, lengths_mask([5, 3], 5)),
+        case("x [B=1, S=6, d_model=24], n_heads=3, d_ff=48, float64, no mask, gradients",
+             (1, 6, 24), 3, 48, torch.float64, None, gradients=True),
+        case("x [B=3, S=4, d_model=8], n_heads=2, d_ff=16, float64, padding lengths 4, 1 and 2, gradients",
+             (3, 4, 8), 2, 16, torch.float64, lengths_mask([4, 1, 2], 4), gradients=True),
     ]
     if hidden:
         cases += [
-            Case("x [B=2, S=9, d_model=64], n_heads=8, d_ff=256, float32, padding lengths 9 and 6",
-                 (x((2, 9, 64), torch.float32), _lengths_mask([9, 6], 9)), _block_config(seed, 4, 64, 8, 256)),
-            Case("x [B=2, S=1, d_model=12], n_heads=1, d_ff=24, float64, gradients",
-                 (x((2, 1, 12), torch.float64), None), _block_config(seed, 5, 12, 1, 24), check_gradients=True),
-            Case("x [B=1, S=5, d_model=20], n_heads=5, d_ff=40, float64, a causal mask [S, S]",
-                 (x((1, 5, 20), torch.float64), _causal(5)), _block_config(seed, 6, 20, 5, 40)),
+            case("x [B=2, S=9, d_model=64], n_heads=8, d_ff=256, float32, padding lengths 9 and 6",
+                 (2, 9, 64), 8, 256, torch.float32, lengths_mask([9, 6], 9)),
+            case("x [B=2, S=1, d_model=12], n_heads=1, d_ff=24, float64, gradients",
+                 (2, 1, 12), 1, 24, torch.float64, None, gradients=True),
+            case("x [B=1, S=5, d_model=20], n_heads=5, d_ff=40, float64, a causal mask [S, S]",
+                 (1, 5, 20), 5, 40, torch.float64, causal(5)),
         ]
     return cases
 
 
-def check_encoder_block(cls: type, *, hidden: bool = False) -> None:
-    """Check ``cls(d_model, n_heads, d_ff)`` with ``self_attn, self_attn_norm, ffn, ffn_norm`` and
-    ``forward(x [B, S, d_model], mask=None) -> [B, S, d_model]`` against llmcore.EncoderBlock (T08).
-
-    The module gets llmcore's weights (LayerNorms with random weight and bias), is cast to the case's
-    dtype, put in eval mode and called as ``module(x, mask=mask)``.
-    """
-    _require_class("EncoderBlock", cls)
-
-    def run_learner(x: Tensor, mask: Tensor | None, *, d_model: int, n_heads: int, d_ff: int, seed: int) -> Tensor:
-        module = cls(d_model, n_heads, d_ff)
-        reference = _reference_block(llmcore.EncoderBlock, d_model, n_heads, d_ff, seed, torch.float32)
-        load_reference_weights("EncoderBlock", module, reference)
-        return module.to(x.dtype).eval()(x, mask=mask)
-
-    return check_function(
-        "EncoderBlock",
-        run_learner,
-        _encoder_reference,
-        _encoder_cases(seed=101 if hidden else 100, hidden=hidden),
-        mistakes=ENCODER_MISTAKES,
-        forbidden={
-            llmcore.EncoderBlock: "llmcore.EncoderBlock",
-            nn.TransformerEncoderLayer: "torch.nn.TransformerEncoderLayer",
-            nn.TransformerEncoder: "torch.nn.TransformerEncoder",
-        },
-        output_names=("output",),
-        fallback_hint="x = self.self_attn_norm(x + self.self_attn(x, mask=mask)); return self.ffn_norm(x + self.ffn(x)).",
-    )
-
-
-def _decoder_reference(
-    x: Tensor, memory: Tensor, self_mask: Tensor | None, cross_mask: Tensor | None, *, d_model: int, n_heads: int,
-    d_ff: int, seed: int,
-) -> Tensor:
-    block = _reference_block(llmcore.DecoderBlock, d_model, n_heads, d_ff, seed, x.dtype)
-    return block(x, memory, self_mask, cross_mask)
+# cls(d_model, n_heads, d_ff) with self_attn, self_attn_norm, ffn, ffn_norm and forward(x [B, S, d_model], mask=None).
+# Called as module(x, mask=mask) in eval mode; LayerNorms get random weights and biases. The block is built from
+# earlier exercises (llmcore.MultiHeadAttention, LayerNorm, FeedForward are allowed), so no operator is forbidden.
+ENCODER_BLOCK = register(ModuleExercise(
+    id="encoder_block",
+    title="EncoderBlock",
+    syllabus=("T08",),
+    reference=llmcore.EncoderBlock,
+    prepare=_randomise_norms,
+    cases=_encoder_cases,
+    mistakes=ENCODER_MISTAKES,
+    forbidden={
+        llmcore.EncoderBlock: "llmcore.EncoderBlock",
+        nn.TransformerEncoderLayer: "torch.nn.TransformerEncoderLayer",
+        nn.TransformerEncoder: "torch.nn.TransformerEncoder",
+    },
+    delegation=llmcore.EncoderBlock,
+    output_names=("output",),
+    fallback_hint="x = self.self_attn_norm(x + self.self_attn(x, mask=mask)); return self.ffn_norm(x + self.ffn(x)).",
+))
+check_encoder_block = ENCODER_BLOCK.check
 
 
 def _decoder_variant(
+    block: nn.Module,
     x: Tensor,
     memory: Tensor,
     self_mask: Tensor | None,
     cross_mask: Tensor | None,
     *,
-    d_model: int,
-    n_heads: int,
-    d_ff: int,
-    seed: int,
     norm_first: bool = False,
     no_residual: tuple[str, ...] = (),
     order: tuple[str, ...] = ("self_attn", "cross_attn", "ffn"),
@@ -830,7 +875,6 @@ def _decoder_variant(
     ``cross_source``: "memory" (right), "x" (keys and values from the decoder stream), or "queries_from_memory"
     (the arguments of cross-attention swapped).
     """
-    block = _reference_block(llmcore.DecoderBlock, d_model, n_heads, d_ff, seed, x.dtype)
     if swap_masks:
         self_mask, cross_mask = cross_mask, self_mask
     if not use_self_mask:
@@ -852,152 +896,157 @@ def _decoder_variant(
 
 
 def _decoder_mistake(**knobs) -> Callable[..., Tensor]:
-    return lambda x, memory, self_mask, cross_mask, **config: _decoder_variant(
-        x, memory, self_mask, cross_mask, **config, **knobs
+    return lambda build, x, memory, self_mask=None, cross_mask=None: _decoder_variant(
+        build(), x, memory, self_mask, cross_mask, **knobs
     )
 
 
 DECODER_MISTAKES = [
     Mistake(
+        "pre_norm",
         "pre-norm wiring: x + sublayer(norm(x))",
+        "the 2017 block is post-norm: each of the three sublayers' outputs is added to its input, and the sum is "
+        "normalised.",
         "the 2017 block is post-norm: each sublayer is followed by its norm of the sum, "
         "x = self.self_attn_norm(x + self.self_attn(x, mask=self_mask)), and likewise for cross-attention and the FFN.",
         output=_decoder_mistake(norm_first=True),
     ),
     Mistake(
+        "no_self_attention_residual",
         "the residual connection around self-attention is missing",
+        "every sublayer, self-attention included, has its input added back to its output before the norm.",
         "self.self_attn_norm(x + self.self_attn(x, mask=self_mask)): add the input back before the norm.",
         output=_decoder_mistake(no_residual=("self_attn",)),
     ),
     Mistake(
+        "no_cross_attention_residual",
         "the residual connection around cross-attention is missing",
+        "every sublayer, cross-attention included, has its input added back to its output before the norm.",
         "self.cross_attn_norm(x + self.cross_attn(x, memory, mask=cross_mask)): add the input back before the norm.",
         output=_decoder_mistake(no_residual=("cross_attn",)),
     ),
     Mistake(
+        "no_ffn_residual",
         "the residual connection around the feed-forward network is missing",
+        "every sublayer, the feed-forward network included, has its input added back to its output before the norm.",
         "self.ffn_norm(x + self.ffn(x)): add the input back before the norm.",
         output=_decoder_mistake(no_residual=("ffn",)),
     ),
     Mistake(
+        "no_cross_attention",
         "cross-attention is skipped: the block never reads the encoder output",
+        "the decoder block has three sublayers; the middle one, cross-attention, is where the target reads the source.",
         "between self-attention and the FFN, x = self.cross_attn_norm(x + self.cross_attn(x, memory, mask=cross_mask)).",
         output=_decoder_mistake(order=("self_attn", "ffn")),
     ),
     Mistake(
+        "cross_keys_from_x",
         "cross-attention takes its keys and values from x instead of memory",
+        "in cross-attention the queries come from the decoder and the keys and values from the encoder output.",
         "pass the encoder output as the context: self.cross_attn(x, memory, mask=cross_mask). "
         "Queries come from the decoder, keys and values from the source sentence.",
         output=_decoder_mistake(cross_source="x"),
     ),
     Mistake(
+        "cross_arguments_swapped",
         "cross-attention takes its queries from memory and its keys from x (arguments swapped)",
+        "the decoder asks and the source answers: queries from the target stream, keys and values from the encoder.",
         "the decoder asks, the source answers: self.cross_attn(x, memory, mask=cross_mask), queries from x.",
         output=_decoder_mistake(cross_source="queries_from_memory"),
     ),
     Mistake(
+        "masks_swapped",
         "the masks are swapped: self_mask goes to cross-attention and cross_mask to self-attention",
+        "each attention gets the mask over its own keys: self-attention the target's, cross-attention the source's.",
         "self-attention over the target uses self_mask (causal AND target padding); cross-attention uses cross_mask "
         "(source padding).",
         output=_decoder_mistake(swap_masks=True),
     ),
     Mistake(
+        "self_mask_unused",
         "the causal self_mask is not used: the decoder sees future target tokens",
+        "the causal mask keeps each target position from seeing the tokens it is trained to predict.",
         "call self.self_attn(x, mask=self_mask); without the causal mask, training would let each position copy the "
         "token it has to predict.",
         output=_decoder_mistake(use_self_mask=False),
     ),
     Mistake(
+        "ffn_before_cross_attention",
         "the feed-forward network comes before cross-attention",
+        "the sublayers run in the order self-attention, cross-attention, feed-forward network.",
         "the order is self-attention, cross-attention, FFN, each followed by its Add & Norm.",
         output=_decoder_mistake(order=("self_attn", "ffn", "cross_attn")),
     ),
     Mistake(
+        "cross_before_self_attention",
         "cross-attention comes before self-attention",
+        "the sublayers run in the order self-attention, cross-attention, feed-forward network.",
         "the order is self-attention, cross-attention, FFN, each followed by its Add & Norm.",
         output=_decoder_mistake(order=("cross_attn", "self_attn", "ffn")),
     ),
 ]
 
 
-def _decoder_cases(seed: int, hidden: bool) -> list[Case]:
-    generator = _generator(seed)
-
-    def x(shape: tuple, dtype: torch.dtype) -> Tensor:
-        return torch.randn(shape, generator=generator, dtype=dtype)
+def _decoder_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    def case(description: str, x_shape: tuple, source_length: int, n_heads: int, d_ff: int, dtype: torch.dtype,
+             self_mask: Tensor | None, cross_mask: Tensor | None, gradients: bool = False) -> Case:
+        batch, _, d_model = x_shape
+        x, memory = random.tensor(x_shape, dtype), random.tensor((batch, source_length, d_model), dtype)
+        return Case(description, (x, memory), {"self_mask": self_mask, "cross_mask": cross_mask},
+                    init=_block_init(d_model, n_heads, d_ff), check_gradients=gradients)
 
     def decoder_mask(lengths: list[int], length: int) -> Tensor:
-        return _causal(length) & _lengths_mask(lengths, length)  # [B, 1, T, T]
+        return causal(length) & lengths_mask(lengths, length)  # [B, 1, T, T]
 
     # The first case has as many target as source positions, so that code attending to the wrong sequence or
     # with the masks swapped still runs, and the mistake is named instead of a shape error.
     cases = [
-        Case("x [B=2, T=5, d_model=16], memory [B, S=5, d_model], n_heads=4, d_ff=32, float32; "
+        case("x [B=2, T=5, d_model=16], memory [B, S=5, d_model], n_heads=4, d_ff=32, float32; "
              "self_mask = causal AND target padding (lengths 5, 3) [B, 1, T, T]; cross_mask = source padding "
              "(lengths 5, 2) [B, 1, 1, S]",
-             (x((2, 5, 16), torch.float32), x((2, 5, 16), torch.float32), decoder_mask([5, 3], 5),
-              _lengths_mask([5, 2], 5)),
-             _block_config(seed, 1, 16, 4, 32)),
-        Case("x [B=2, T=4], memory [B, S=7], d_model=8, n_heads=2, d_ff=16, float64; self_mask = causal AND padding "
+             (2, 5, 16), 5, 4, 32, torch.float32, decoder_mask([5, 3], 5), lengths_mask([5, 2], 5)),
+        case("x [B=2, T=4], memory [B, S=7], d_model=8, n_heads=2, d_ff=16, float64; self_mask = causal AND padding "
              "(lengths 4, 2); cross_mask = source padding (lengths 7, 3); gradients of x and memory",
-             (x((2, 4, 8), torch.float64), x((2, 7, 8), torch.float64), decoder_mask([4, 2], 4),
-              _lengths_mask([7, 3], 7)),
-             _block_config(seed, 2, 8, 2, 16), check_gradients=True),
-        Case("x [B=1, T=6], memory [B, S=3], d_model=24, n_heads=3, d_ff=48, float64; self_mask = causal [T, T]; "
+             (2, 4, 8), 7, 2, 16, torch.float64, decoder_mask([4, 2], 4), lengths_mask([7, 3], 7), gradients=True),
+        case("x [B=1, T=6], memory [B, S=3], d_model=24, n_heads=3, d_ff=48, float64; self_mask = causal [T, T]; "
              "cross_mask = None; gradients",
-             (x((1, 6, 24), torch.float64), x((1, 3, 24), torch.float64), _causal(6), None),
-             _block_config(seed, 3, 24, 3, 48), check_gradients=True),
+             (1, 6, 24), 3, 3, 48, torch.float64, causal(6), None, gradients=True),
     ]
     if hidden:
-        left_padded = _causal(4) & (torch.arange(4) >= torch.tensor([0, 2]).view(2, 1)).view(2, 1, 1, 4)
         cases += [
-            Case("x [B=2, T=1] (one decoding step), memory [B, S=9], d_model=64, n_heads=8, d_ff=256, float32; "
+            case("x [B=2, T=1] (one decoding step), memory [B, S=9], d_model=64, n_heads=8, d_ff=256, float32; "
                  "self_mask [1, 1]; cross_mask: source lengths 9 and 4",
-                 (x((2, 1, 64), torch.float32), x((2, 9, 64), torch.float32), _causal(1), _lengths_mask([9, 4], 9)),
-                 _block_config(seed, 4, 64, 8, 256)),
-            Case("x [B=2, T=4] left-padded (row 1 starts with 2 pads, whose queries see no key), memory [B, S=6], "
+                 (2, 1, 64), 9, 8, 256, torch.float32, causal(1), lengths_mask([9, 4], 9)),
+            case("x [B=2, T=4] left-padded (row 1 starts with 2 pads, whose queries see no key), memory [B, S=6], "
                  "d_model=12, n_heads=2, d_ff=24, float64; cross_mask: lengths 6 and 5; gradients",
-                 (x((2, 4, 12), torch.float64), x((2, 6, 12), torch.float64), left_padded, _lengths_mask([6, 5], 6)),
-                 _block_config(seed, 5, 12, 2, 24), check_gradients=True),
-            Case("x [B=3, T=5], memory [B, S=5], d_model=20, n_heads=5, d_ff=40, float64; causal self_mask [T, T]; "
+                 (2, 4, 12), 6, 2, 24, torch.float64, causal(4) & left_lengths_mask([4, 2], 4),
+                 lengths_mask([6, 5], 6), gradients=True),
+            case("x [B=3, T=5], memory [B, S=5], d_model=20, n_heads=5, d_ff=40, float64; causal self_mask [T, T]; "
                  "cross_mask: lengths 5, 1, 3",
-                 (x((3, 5, 20), torch.float64), x((3, 5, 20), torch.float64), _causal(5), _lengths_mask([5, 1, 3], 5)),
-                 _block_config(seed, 6, 20, 5, 40)),
+                 (3, 5, 20), 5, 5, 40, torch.float64, causal(5), lengths_mask([5, 1, 3], 5)),
         ]
     return cases
 
 
-def check_decoder_block(cls: type, *, hidden: bool = False) -> None:
-    """Check ``cls(d_model, n_heads, d_ff)`` with ``self_attn, self_attn_norm, cross_attn, cross_attn_norm, ffn,
-    ffn_norm`` and ``forward(x [B, T, d], memory [B, S, d], self_mask=None, cross_mask=None) -> [B, T, d]``
-    against llmcore.DecoderBlock (T08).
-
-    The module gets llmcore's weights (LayerNorms with random weight and bias), is cast to the case's
-    dtype, put in eval mode and called as ``module(x, memory, self_mask=self_mask, cross_mask=cross_mask)``.
-    """
-    _require_class("DecoderBlock", cls)
-
-    def run_learner(
-        x: Tensor, memory: Tensor, self_mask: Tensor | None, cross_mask: Tensor | None, *, d_model: int,
-        n_heads: int, d_ff: int, seed: int,
-    ) -> Tensor:
-        module = cls(d_model, n_heads, d_ff)
-        reference = _reference_block(llmcore.DecoderBlock, d_model, n_heads, d_ff, seed, torch.float32)
-        load_reference_weights("DecoderBlock", module, reference)
-        return module.to(x.dtype).eval()(x, memory, self_mask=self_mask, cross_mask=cross_mask)
-
-    return check_function(
-        "DecoderBlock",
-        run_learner,
-        _decoder_reference,
-        _decoder_cases(seed=111 if hidden else 110, hidden=hidden),
-        mistakes=DECODER_MISTAKES,
-        forbidden={
-            llmcore.DecoderBlock: "llmcore.DecoderBlock",
-            nn.TransformerDecoderLayer: "torch.nn.TransformerDecoderLayer",
-            nn.TransformerDecoder: "torch.nn.TransformerDecoder",
-        },
-        output_names=("output",),
-        fallback_hint="three post-norm sublayers in order: self-attention with self_mask, cross-attention to memory "
-        "with cross_mask, the FFN; each as norm(x + sublayer(x)).",
-    )
+# cls(d_model, n_heads, d_ff) with self_attn, self_attn_norm, cross_attn, cross_attn_norm, ffn, ffn_norm and
+# forward(x [B, T, d], memory [B, S, d], self_mask=None, cross_mask=None) -> [B, T, d]. Called as
+# module(x, memory, self_mask=self_mask, cross_mask=cross_mask) in eval mode; LayerNorms get random weights.
+DECODER_BLOCK = register(ModuleExercise(
+    id="decoder_block",
+    title="DecoderBlock",
+    syllabus=("T08",),
+    reference=llmcore.DecoderBlock,
+    prepare=_randomise_norms,
+    cases=_decoder_cases,
+    mistakes=DECODER_MISTAKES,
+    forbidden={
+        llmcore.DecoderBlock: "llmcore.DecoderBlock",
+        nn.TransformerDecoderLayer: "torch.nn.TransformerDecoderLayer",
+        nn.TransformerDecoder: "torch.nn.TransformerDecoder",
+    },
+    delegation=llmcore.DecoderBlock,
+    output_names=("output",),
+    fallback_hint="three post-norm sublayers in order: self-attention with self_mask, cross-attention to memory "
+    "with cross_mask, the FFN; each as norm(x + sublayer(x)).",
+))
+check_decoder_block = DECODER_BLOCK.check
