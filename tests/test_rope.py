@@ -1,5 +1,7 @@
-"""Components of the model zoo against closed forms: RMSNorm, RoPE (layouts, partial, scalings), ALiBi, SwiGLU width."""
-
+"""llmcore.rope against closed forms: rotary embeddings against an explicit 2×2 rotation of each pair (half-split
+and interleaved layouts), the relative-distance property of the scores, partial rotary, the inverse-frequency
+formula, linear/NTK/dynamic scalings written out, and Llama-3 scaling against transformers' rope utils.
+"""
 from __future__ import annotations
 
 import math
@@ -7,55 +9,7 @@ import math
 import pytest
 import torch
 
-from llmcore.alibi import alibi_bias, alibi_slopes
-from llmcore.ffn import GatedFeedForward, gated_hidden_size
-from llmcore.norms import RMSNorm, rms_norm
 from llmcore.rope import RopeScaling, RotaryEmbedding, apply_rotary, rope_inverse_frequencies
-
-
-def test_rms_norm_matches_the_formula():
-    x = torch.randn(3, 5, 16, dtype=torch.float64)
-    weight = torch.randn(16, dtype=torch.float64)
-    expected = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-6) * weight
-    torch.testing.assert_close(rms_norm(x, weight, 1e-6), expected)
-    torch.testing.assert_close(rms_norm(x, weight, 1e-6, unit_offset=True), expected / weight * (1 + weight))
-
-
-def test_rms_norm_keeps_eps_inside_the_root_and_does_not_centre():
-    x = torch.full((1, 4), 1e-3, dtype=torch.float64)
-    out = rms_norm(x, None, eps=1e-6)
-    assert out[0, 0].item() == pytest.approx(1e-3 / math.sqrt(1e-6 + 1e-6))
-
-
-def test_rms_norm_half_precision_computes_in_float32():
-    x = torch.randn(4, 64) * 300
-    out = RMSNorm(64).to(torch.bfloat16)(x.to(torch.bfloat16))
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), rms_norm(x, torch.ones(64)), atol=2e-2, rtol=1e-2)
-
-
-def test_gemma_norm_is_identity_scaled_at_init():
-    norm = RMSNorm(8, unit_offset=True)
-    x = torch.randn(2, 8)
-    torch.testing.assert_close(norm(x), rms_norm(x, None, norm.eps))
-
-
-@pytest.mark.parametrize("d, expected", [(4096, 11008), (5120, 13824), (6656, 17920), (8192, 22016)])
-def test_swiglu_width_rule_gives_llama_sizes(d, expected):
-    assert gated_hidden_size(d) == expected
-
-
-def test_llama3_width_uses_multiplier_and_multiple():
-    assert gated_hidden_size(4096, multiple_of=1024, multiplier=1.3) == 14336
-    assert gated_hidden_size(8192, multiple_of=4096, multiplier=1.3) == 28672
-
-
-def test_gated_ffn_computes_silu_gate_times_up():
-    ffn = GatedFeedForward(6, 10)
-    x = torch.randn(2, 6)
-    gate, up = x @ ffn.gate_proj.weight.T, x @ ffn.up_proj.weight.T
-    expected = (gate * torch.sigmoid(gate) * up) @ ffn.down_proj.weight.T
-    torch.testing.assert_close(ffn(x), expected)
 
 
 def rotate_pairs_naively(x: torch.Tensor, position: int, base: float, pairs: list[tuple[int, int]]) -> torch.Tensor:
@@ -152,22 +106,3 @@ def test_rope_scaling_validation_names_the_problem():
         RopeScaling("dynamic", 2.0)
     with pytest.raises(ValueError, match="rotary_dim"):
         rope_inverse_frequencies(7)
-
-
-def test_alibi_slopes_for_powers_of_two_are_geometric():
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(h + 1) for h in range(8)]))
-    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** (-2 * (h + 1)) for h in range(4)]))
-
-
-def test_alibi_slopes_for_other_head_counts_interleave_the_next_power():
-    # 12 heads: the 8 slopes of 8 heads, then slopes 1, 3, 5, 7 (0-based odd... i.e. every other) of 16 heads.
-    sixteen = [2.0 ** (-0.5 * (h + 1)) for h in range(16)]
-    expected = [2.0 ** -(h + 1) for h in range(8)] + sixteen[0::2][:4]
-    torch.testing.assert_close(alibi_slopes(12), torch.tensor(expected))
-
-
-def test_alibi_bias_is_minus_slope_times_distance():
-    bias = alibi_bias(torch.tensor([0.5, 0.25]), 3, 5, q_offset=2)
-    assert bias.shape == (1, 2, 3, 5)
-    assert bias[0, 0, 2, 1].item() == pytest.approx(-0.5 * (4 - 1))
-    assert bias[0, 1, 0, 2].item() == 0.0
