@@ -1,18 +1,22 @@
 # Two commands matter: `make lab` and `make test`. Both create .venv when missing and install
 # what they need; torch is always installed pinned first so no resolver ever pulls a CUDA build.
+# `make lab` is the learner's JupyterLab on course/ (nbgrader's instructor tools hidden, no news
+# prompt, a warning when no Chinese font is installed); `make instructor-lab` keeps every nbgrader
+# tool and opens the repository, or COURSE_DIR=~/your-course-folder (see tools/lab.py).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
+COURSE_DIR ?=
 ONLY ?=
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := $(VENV)/torch-constraint.txt
 
-.PHONY: lab test bench course install-course install-dev clean-venv
+.PHONY: lab instructor-lab test bench course install-course install-dev clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +38,10 @@ install-course: $(VENV)/.course-installed
 install-dev: $(VENV)/.dev-installed
 
 lab: install-course
-	$(VENV)/bin/jupyter lab --notebook-dir=course $(LAB_ARGS)
+	$(PY) tools/lab.py $(LAB_ARGS)
+
+instructor-lab: install-course
+	$(PY) tools/lab.py --instructor $(if $(COURSE_DIR),--course-dir "$(COURSE_DIR)") $(LAB_ARGS)
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SKIP_NO_CHROMIUM = "Chromium not installed: apt-get install chromium chromium-driver (see README)"
 
@@ -109,21 +111,19 @@ class LabServer:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture
-def lab(tmp_path: Path):
-    """A private JupyterLab on 127.0.0.1; stopped by PID whatever happens."""
-    dirs = {name: tmp_path / name for name in ("root", "config", "data", "runtime", "settings", "workspaces", "ipython", "mpl", "exchange")}
+JUPYTER_DIRS = ("root", "config", "data", "runtime", "settings", "workspaces", "ipython", "mpl", "exchange")
+
+
+def _jupyter_dirs(tmp_path: Path) -> dict[str, Path]:
+    dirs = {name: tmp_path / name for name in JUPYTER_DIRS}
     for folder in dirs.values():
         folder.mkdir()
-    # Without this the "news" toast appears even with news_url=None.
-    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    # nbgrader's lab panels read this (from the config dir); without a writable exchange they show errors.
-    (dirs["config"] / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(dirs['exchange'])!r}\n")
+    return dirs
 
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
+
+def _lab_env(dirs: dict[str, Path]) -> dict[str, str]:
+    """Every Jupyter, IPython and matplotlib folder in the test's temporary directory."""
+    return {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(dirs["config"]),
         "JUPYTER_DATA_DIR": str(dirs["data"]),
@@ -134,26 +134,22 @@ def lab(tmp_path: Path):
         "MPLCONFIGDIR": str(dirs["mpl"]),
         "PYTHONUNBUFFERED": "1",
     }
-    command = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={dirs['root']}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-    ]  # fmt: skip
-    if os.geteuid() == 0:
-        command.append("--allow-root")
+
+
+def _server_args(port: int, token: str) -> list[str]:
+    args = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+    return args + (["--allow-root"] if os.geteuid() == 0 else [])
+
+
+@contextlib.contextmanager
+def _running_lab(command: list[str], env: dict[str, str], cwd: Path, root: Path, tmp_path: Path, port: int, token: str):
+    """Start the server, wait until it answers, yield a LabServer; stopped by PID whatever happens."""
     log = tmp_path / "jupyterlab.log"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            command, cwd=dirs["root"], env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = LabServer(f"http://127.0.0.1:{port}", token, dirs["root"], log)
+    server = LabServer(f"http://127.0.0.1:{port}", token, root, log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -171,6 +167,42 @@ def lab(tmp_path: Path):
         yield server
     finally:
         _stop(process)
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    """A private JupyterLab on 127.0.0.1; stopped by PID whatever happens."""
+    dirs = _jupyter_dirs(tmp_path)
+    # Without this the "news" toast appears even with news_url=None.
+    notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # nbgrader's lab panels read this (from the config dir); without a writable exchange they show errors.
+    (dirs["config"] / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(dirs['exchange'])!r}\n")
+
+    port, token = _free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyterlab",
+        *_server_args(port, token),
+        f"--ServerApp.root_dir={dirs['root']}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]  # fmt: skip
+    with _running_lab(command, _lab_env(dirs), dirs["root"], dirs["root"], tmp_path, port, token) as server:
+        yield server
+
+
+@pytest.fixture
+def learner_lab(tmp_path: Path):
+    """JupyterLab as `make lab` starts it (tools/lab.py), on a copy of course/ch01_transformer, with none
+    of the settings the `lab` fixture writes: what a learner gets must come from tools/lab/ alone."""
+    dirs = _jupyter_dirs(tmp_path)
+    shutil.copytree(REPO / "course" / "ch01_transformer", dirs["root"] / "ch01_transformer")
+    port, token = _free_port(), secrets.token_hex(16)
+    command = [sys.executable, str(REPO / "tools" / "lab.py"), *_server_args(port, token), f"--notebook-dir={dirs['root']}"]
+    with _running_lab(command, _lab_env(dirs), REPO, dirs["root"], tmp_path, port, token) as server:
+        yield server
 
 
 def _is_local(url: str) -> bool:
@@ -316,3 +348,69 @@ def test_mask_explorer_sliding_window_in_chromium(lab: LabServer, tmp_path: Path
     assert after_png != before_png, "the picture's screenshot did not change when the window slider moved"
     widget_errors = [text for text in console_errors if "widget" in text.lower() or "model" in text.lower()]
     assert not widget_errors, f"widget errors in the browser console: {widget_errors}"
+
+
+GLYPHS_JS = """(characters) => {
+    const cell = document.querySelector('.jp-RenderedMarkdown') || document.body;
+    const font = getComputedStyle(cell).fontFamily;
+    return characters.map((character) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = canvas.height = 40;
+        const context = canvas.getContext('2d');
+        context.font = `32px ${font}`;
+        context.fillText(character, 2, 34);
+        return canvas.toDataURL();
+    });
+}"""
+
+
+def test_make_lab_is_learner_mode(learner_lab: LabServer, tmp_path: Path) -> None:
+    """`make lab` (tools/lab.py): no nbgrader instructor tools, no news prompt, the Validate button, a course
+    notebook that is not "modified" once its kernel runs, and Chinese terms drawn as glyphs, not boxes."""
+    sys.path.insert(0, str(REPO))
+    from tools.lab import cjk_font_found
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    screenshots = tmp_path / "screenshots"
+    screenshots.mkdir()
+    outside: list[str] = []
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900}, env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            context.on("request", lambda request: None if _is_local(request.url) else outside.append(request.url))
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{learner_lab.url}/lab/tree/ch01_transformer/01_attention.ipynb?token={learner_lab.token}")
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
+            expect(page.locator(".jp-RenderedMarkdown", has_text="注意力").first).to_be_visible()
+            time.sleep(3)  # the kernel's language_info arrives after "Idle"; the news prompt would be up by now
+            menus = [label.strip() for label in page.locator(".lm-MenuBar-itemLabel").all_inner_texts()]
+            toasts = page.locator(".Toastify__toast").all_inner_texts()
+            right_tabs = page.locator(".jp-SideBar.jp-mod-right .lm-TabBar-tab").evaluate_all(
+                "tabs => tabs.map(tab => tab.getAttribute('title') || tab.textContent)"
+            )
+            toolbar = [label.strip() for label in page.locator(".jp-NotebookPanel-toolbar .jp-ToolbarButtonComponent-label").all_inner_texts()]
+            dirty = page.locator(".lm-TabBar-tab.jp-mod-dirty").count()
+            glyphs = page.evaluate(GLYPHS_JS, ["注", "意", "力"])
+            page.screenshot(path=str(screenshots / "learner-lab.png"))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(screenshots / "failure.png"))
+            print(f"failure screenshot: {screenshots / 'failure.png'}\nJupyterLab log ({learner_lab.log}):\n{learner_lab.log_tail()}")
+            raise
+        finally:
+            context.close()
+    print(f"screenshot: {screenshots / 'learner-lab.png'}; menus {menus}; right side bar {right_tabs}; toolbar {toolbar}")
+    assert not outside, f"the page asked for something outside loopback: {sorted(set(outside))}"
+    assert menus[:3] == ["File", "Edit", "View"] and "Nbgrader" not in menus, f"menus: {menus}"
+    assert not any("Create Assignment" in str(tab) for tab in right_tabs), f"right side bar: {right_tabs}"
+    assert "Validate" in toolbar, f"the Validate button is missing from the notebook toolbar: {toolbar}"
+    assert not any("news" in toast.lower() for toast in toasts), f"news prompt shown: {toasts}"
+    assert dirty == 0, "the notebook shows as modified right after opening"
+    if cjk_font_found():
+        assert len(set(glyphs)) == 3, "注, 意 and 力 render as the same box: the browser found no CJK font"
+    else:
+        print(f"no CJK font on this machine: Chinese glyphs not checked (install {'fonts-noto-cjk'})")
