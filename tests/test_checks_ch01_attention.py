@@ -235,3 +235,19 @@ def test_hidden_cases_follow_the_course_secret(monkeypatch: pytest.MonkeyPatch) 
     assert torch.equal(spec.build_cases(hidden=False)[0].args[0], spec.build_cases(hidden=False)[0].args[0])
     checks.check_scaled_dot_product_attention(sdpa, hidden=True)
 
+
+
+class DetachesTheInput(LearnerMHA):
+    def forward(self, x, context=None, mask=None):
+        return super().forward(x.detach(), context, mask)
+
+
+def test_gradient_failures_name_the_argument() -> None:
+    message = failure_message(checks.check_multi_head_attention, DetachesTheInput)
+    assert "no gradient reaches x." in message and "case 2 of 4" in message
+
+
+def test_structure_failures_carry_the_exercise_id() -> None:
+    with pytest.raises(CheckFailure) as info:
+        checks.check_multi_head_attention(NoBias)
+    assert info.value.exercise == "multi_head_attention" and info.value.mistake_id == "module_structure"

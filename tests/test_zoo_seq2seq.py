@@ -3,7 +3,7 @@
 Oracles: transformers ``T5ForConditionalGeneration`` and ``BartForConditionalGeneration`` (eager
 attention, random weights, padding in source and target); for the 2017 Transformer, which
 transformers has no class for, chapter 1's ``llmcore.Transformer`` with copied weights - itself
-tested against ``torch.nn.Transformer`` (tests/test_llmcore_transformer.py) - an equivalence proof.
+tested against ``torch.nn.Transformer`` (tests/test_transformer.py) - an equivalence proof.
 """
 
 from __future__ import annotations

@@ -263,7 +263,8 @@ def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[s
     return sentences
 
 
-def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module) -> None:
+def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module, *,
+                           exercise_id: str | None = None) -> None:
     """Copy the reference's weights into the learner's module so both compute with the same numbers.
 
     Raises :class:`CheckFailure` naming the missing, unexpected and mis-shaped parameters, with the
@@ -272,7 +273,7 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
     """
     if not isinstance(learner_module, nn.Module):
         raise CheckFailure(f"✘ {exercise} must be a torch.nn.Module subclass, got {_kind(learner_module)}",
-                           exercise=exercise)
+                           exercise=exercise_id or exercise)
     expected = reference_module.state_dict()
     got = learner_module.state_dict()
     missing = sorted(set(expected) - set(got))
@@ -294,5 +295,5 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
             lines += [f"Diagnosis: {cause}" for cause in causes]
         else:
             lines.append("Hint: use exactly the submodule names given in the skeleton (they match Hugging Face's).")
-        raise CheckFailure("\n".join(lines), exercise=exercise, mistake_id="module_structure")
+        raise CheckFailure("\n".join(lines), exercise=exercise_id or exercise, mistake_id="module_structure")
     learner_module.load_state_dict(expected)

@@ -189,8 +189,8 @@ class _CaseRun:
     def run_mistake(self, mistake: Mistake) -> Output:
         return mistake.output(*_clone(self.case.args, False), **self.case.kwargs)
 
-    def signature_target(self) -> Callable:
-        return self.learner
+    def argument_names(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+        return _argument_names(self.learner, args, kwargs)
 
 
 class _ModuleCaseRun(_CaseRun):
@@ -201,7 +201,7 @@ class _ModuleCaseRun(_CaseRun):
 
     def __init__(self, spec: "ModuleExercise", learner: type, case: Case, weights_seed: int) -> None:
         super().__init__(spec, learner, case)
-        floating = [a for a in case.args if isinstance(a, Tensor) and a.is_floating_point()]
+        floating = [a for a in (*case.args, *case.params.values()) if isinstance(a, Tensor) and a.is_floating_point()]
         self.dtype = case.dtype or (floating[0].dtype if floating else torch.float32)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(weights_seed)
@@ -218,7 +218,7 @@ class _ModuleCaseRun(_CaseRun):
     def build(self, factory: Callable[..., nn.Module] | None = None) -> nn.Module:
         """A module from ``factory`` (default: the reference class) with the case's weights, dtype and mode."""
         module = (factory or self.spec.reference)(*self.case.init.values()).to(self.dtype)
-        load_reference_weights(self.spec.title, module, self.reference_module)
+        load_reference_weights(self.spec.title, module, self.reference_module, exercise_id=self.spec.id)
         return module.train(self.spec.train_mode)
 
     def _construct_learner(self) -> nn.Module:
@@ -239,7 +239,7 @@ class _ModuleCaseRun(_CaseRun):
                                f"{self.learner.__name__}({arguments}) is a {type(module).__name__}",
                                exercise=self.spec.id, mistake_id="module_structure")
         module.to(self.dtype)
-        load_reference_weights(self.spec.title, module, self.reference_module)
+        load_reference_weights(self.spec.title, module, self.reference_module, exercise_id=self.spec.id)
         return module.train(self.spec.train_mode)
 
     def learner_module(self) -> nn.Module:
@@ -270,9 +270,12 @@ class _ModuleCaseRun(_CaseRun):
     def run_mistake(self, mistake: Mistake) -> Output:
         return mistake.output(self.build, *_clone(self.case.args, False), **self.case.kwargs)
 
-    def signature_target(self) -> Callable:
-        module = self._learner_module
-        return self.spec.forward if self.spec.forward is not None or module is None else module.forward
+    def argument_names(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+        if self.spec.forward is not None:  # forward(module, *args): name the arguments after the module
+            return _argument_names(self.spec.forward, [None, *args], kwargs)[1:]
+        if self._learner_module is None:
+            return _argument_names(self.spec.reference(*self.case.init.values()).forward, args, kwargs)
+        return _argument_names(self._learner_module.forward, args, kwargs)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -409,7 +412,7 @@ class Exercise:
 
     def _error_failure(self, run: _CaseRun, error: Exception, args: list[Any], where: str,
                        number: int) -> CheckFailure:
-        names = _argument_names(run.signature_target(), args, run.case.kwargs)
+        names = run.argument_names(args, run.case.kwargs)
         values = list(args) + list(run.case.kwargs.values())
         lines = [f"    {type(error).__name__}: {error}".rstrip()]
         inputs = describe_inputs(names, values)
@@ -478,7 +481,7 @@ class Exercise:
                            learner_params: dict[str, Tensor], reference_args: list[Any],
                            reference_params: dict[str, Tensor], where: str, number: int,
                            watcher: DelegationWatch) -> None:
-        names = _argument_names(run.signature_target(), learner_args, {})
+        names = run.argument_names(learner_args, {})
         labelled = [(n, a) for n, a in zip(names, learner_args) if isinstance(a, Tensor) and a.requires_grad]
         labelled += [(f"the parameter {n}", p) for n, p in learner_params.items() if p.requires_grad]
         learner_leaves = [leaf for _, leaf in labelled]
