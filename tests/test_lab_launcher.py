@@ -10,15 +10,17 @@ import asyncio
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tools import lab
-from tools.lab_contents import CourseContentsManager, complete_language_info, kernel_language_info
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tools/ is not an installed package (`pytest` alone does not put the root on the path)
+
+from tools import lab  # noqa: E402
+from tools.lab_contents import CourseContentsManager, complete_language_info, kernel_language_info  # noqa: E402
 NBGRADER_PLUGINS = {"menu", "formgrader", "assignment-list", "course-list", "create-assignment", "validate-assignment"}
 
 
