@@ -95,7 +95,7 @@ def lab_command(instructor: bool, course_dir: Path | None, extra: Sequence[str],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--instructor", action="store_true", help="keep nbgrader's instructor tools (formgrader, "
                         "Create Assignment); opens the repository root or --course-dir")
     parser.add_argument("--course-dir", type=Path, help="instructor mode: your course folder (python -m grader init)")
