@@ -93,7 +93,7 @@ def cmd_autograde(args):
     students = args.students or None
     if args.submissions:
         students = import_submissions(args.course_dir, args.chapter, args.submissions)
-        print(f"imported {len(students)} submissions: {', '.join(students)}")
+        print(f"imported {_plural(len(students), 'submission')}: {', '.join(students)}")
     limits = Limits(
         cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb,
         max_output_kb=args.max_output_kb, isolate_network=not args.allow_network,
@@ -108,35 +108,45 @@ def cmd_autograde(args):
     graded_students = sorted({r["student_id"] for r in results})
     failed = [r for r in results if r["status"] in FAILED_STATUSES]
     tampered = [r for r in results if r["status"] == "tampered"]
-    print(f"autograded {args.chapter} for {len(graded_students)} students; "
-          f"{len(failed)} notebooks could not be graded fully; {len(tampered)} tampered")
+    missing = [r for r in results if r["status"] == "missing"]
+    lost = [r for r in missing if r["detail"].startswith(f"no {r['notebook']}.ipynb submitted; the submission has")]
+    print(f"autograded {args.chapter} for {_plural(len(graded_students), 'student')}; "
+          f"{_plural(len(failed), 'notebook')} could not be graded fully; {len(tampered)} tampered; "
+          f"{len(missing)} missing")
     for r in failed:
         print(f"could not grade {r['student_id']}/{r['notebook']}: {r['status']}: {r['detail']}", file=sys.stderr)
     for r in tampered:
         print(f"tampered {r['student_id']}/{r['notebook']}: {r['detail']} (see `report`)", file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_OK
+    for r in missing:
+        print(f"missing {r['student_id']}/{r['notebook']}: {r['detail']}", file=sys.stderr)
+    return EXIT_FAILED if failed or lost else EXIT_OK
 
 
 def cmd_report(args):
-    from grader.export import write_csv
-    from grader.grading import _check_released
     from grader.course_folder import course_api
+    from grader.export import COLUMNS, export_grades, write_csv
+    from grader.grading import _check_released
     from grader.summary import format_summary, summarise
 
     _check_released(course_api(args.course_dir), args.chapter)
-    table, averages, entries, problems = summarise(args.course_dir, args.chapter)
-    print(format_summary(args.chapter, table, averages, entries, problems))
+    table, averages, entries, problems, rows = summarise(args.course_dir, args.chapter)
+    print(format_summary(args.chapter, table, averages, entries, problems, rows))
     if args.csv:
-        columns = ["student_id"]
-        for key in table[0] if table else []:
-            if key not in ("student_id", "total", "max"):
-                columns.append(key)
-        write_csv(args.csv, table, columns + ["total", "max"])
-        print(f"wrote {len(table)} rows to {args.csv}")
+        count, warnings = export_grades(args.course_dir, args.csv, [args.chapter], "wide", args.lms_ids, args.precision)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"wrote {_plural(count, 'student')} to {args.csv}")
+    if args.status_csv:
+        write_csv(args.status_csv, rows, COLUMNS)
+        print(f"wrote {_plural(len(rows), 'notebook status', 'notebook statuses')} to {args.status_csv}")
     if args.entries_csv:
         write_csv(args.entries_csv, entries, ["chapter", "student_id", "notebook", "cell", "kind", "severity", "detail"])
-        print(f"wrote {len(entries)} report entries to {args.entries_csv}")
+        print(f"wrote {_plural(len(entries), 'report entry', 'report entries')} to {args.entries_csv}")
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _plural(count, singular, plural=None):
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
 
 
 def cmd_feedback(args):
@@ -150,15 +160,19 @@ def cmd_feedback(args):
 def cmd_export(args):
     from grader.export import export_grades
 
-    count = export_grades(args.course_dir, args.to, args.chapters or None)
-    print(f"wrote {count} rows to {args.to}")
+    count, warnings = export_grades(args.course_dir, args.to, args.chapters or None, args.format, args.lms_ids,
+                                    args.precision)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    what = "row" if args.format == "long" else "student"
+    print(f"wrote {_plural(count, what)} to {args.to} ({args.format} format)")
     return EXIT_OK
 
 
 def build_parser():
     """The argument parser of ``python -m grader`` and its subcommands."""
     from grader.collect import LMS_PATTERNS
-    from grader.export import COLUMNS_HELP
+    from grader.export import COLUMNS_HELP, FORMATS
     from grader.grading import Limits
 
     limits = Limits()
@@ -179,6 +193,13 @@ def build_parser():
     def chapter_and_course_dir(sub):
         sub.add_argument("chapter", metavar="CHAPTER", help="chapter folder name, e.g. ch01_transformer")
         sub.add_argument("--course-dir", required=True, type=Path, help="course folder made by `init`")
+
+    def lms_options(sub):
+        sub.add_argument("--lms-ids", type=Path, metavar="CSV",
+                         help="CSV with columns student_id, lms_id (optional: name, section) mapping course ids to "
+                         "the LMS's")
+        sub.add_argument("--precision", type=int, default=2, metavar="N",
+                         help="decimals of a score that is not whole (default: %(default)s)")
 
     def solutions_option(sub):
         sub.add_argument(
@@ -248,8 +269,12 @@ def build_parser():
     sub = command("report", cmd_report,
                   "summary table (students x notebooks, per-exercise averages) and the tamper and cheat report")
     chapter_and_course_dir(sub)
-    sub.add_argument("--csv", type=Path, metavar="CSV", help="also write the students x notebooks table here")
+    sub.add_argument("--csv", type=Path, metavar="CSV",
+                     help="also write the grades here, one row per student (export's wide format)")
+    sub.add_argument("--status-csv", type=Path, metavar="CSV",
+                     help="also write one row per student x notebook: score, status, reason, seconds, tests changed")
     sub.add_argument("--entries-csv", type=Path, metavar="CSV", help="also write the report entries here")
+    lms_options(sub)
 
     sub = command("feedback", cmd_feedback, "write feedback HTML for every autograded submission of a chapter")
     chapter_and_course_dir(sub)
@@ -257,6 +282,8 @@ def build_parser():
     sub = command("export", cmd_export, "export grades as CSV", epilog=f"{COLUMNS_HELP}\n\n{EPILOG}")
     sub.add_argument("--course-dir", required=True, type=Path, help="course folder made by `init`")
     sub.add_argument("--to", required=True, type=Path, metavar="CSV", help="file to write")
+    sub.add_argument("--format", choices=FORMATS, default="wide", help="layout of the file (default: %(default)s)")
+    lms_options(sub)
     sub.add_argument(
         "--chapter", dest="chapters", action="append", metavar="CHAPTER", help="only this chapter (repeatable)"
     )

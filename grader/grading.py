@@ -188,11 +188,13 @@ def _grading_api(course_dir, chapter, limits):
     return _APIS[key]
 
 
-def _result(student, chapter, notebook, status, max_score, detail="", score=0.0, entries=(), cells=None):
+def _result(student, chapter, notebook, status, max_score, detail="", score=0.0, entries=(), cells=None,
+            seconds=0.0, tests_sha=""):
     return {
         "student_id": student, "chapter": chapter, "notebook": notebook, "status": status,
         "score": float(score), "max_score": float(max_score), "detail": detail,
         "entries": [dict(asdict(e), severity=e.severity) for e in entries], "cells": cells or {},
+        "seconds": float(seconds), "tests_sha": tests_sha,
     }
 
 
@@ -219,11 +221,15 @@ def grade_student(course_dir, chapter, student, limits):
 
     with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
         max_scores = {nb.name: nb.max_score for nb in gradebook.find_assignment(chapter).notebooks}
+    from grader import report
+
+    shas = report.current_tests_sha(coursedir, chapter)
     results, staged = {}, {}
     for name, max_score in sorted(max_scores.items()):
         path = submitted / f"{name}.ipynb"
         if not path.is_file():
-            results[name] = _result(student, chapter, name, "missing", max_score, "no such file submitted")
+            results[name] = _result(student, chapter, name, "missing", max_score,
+                                    _missing_detail(name, submitted, list(max_scores)))
             continue
         nb, problem = integrity.read_submission(path)
         if problem:
@@ -295,7 +301,46 @@ def grade_student(course_dir, chapter, student, limits):
             results[name] = _result(student, chapter, name, status, max_score, detail,
                                     score=submission.score, entries=entries, cells=cells)
     shutil.rmtree(staging, ignore_errors=True)
+    for name, result in results.items():
+        result["tests_sha"] = shas.get(name, "")
+        result["seconds"] = round(float(sandbox.RUNS.get((student, name), {}).get("seconds", 0.0)), 1) if name in staged else 0.0
     return [results[name] for name in sorted(results)]
+
+
+def _missing_detail(name, submitted, released):
+    """Why ``name`` is missing; names a file of the submission that probably is it."""
+    from grader.collect import probable_notebook, resolve_notebook
+
+    others = sorted(p.name for p in submitted.glob("*.ipynb") if p.stem not in released) if submitted.is_dir() else []
+    for other in others:
+        if resolve_notebook(other, released)[0] == name or probable_notebook(other, released) == name:
+            return (f"no {name}.ipynb submitted; the submission has {other}, probably this notebook "
+                    "(collect it again: python -m grader collect stores it under its notebook name)")
+    return "no such file submitted"
+
+
+def grading_order(coursedir, chapter, students):
+    """``students`` with the longest expected grading first, so parallel workers finish together.
+
+    A student's expected time is the sum over their submitted notebooks of the seconds their last
+    grading took, or else the average that notebook took for the class (1 s when never graded).
+    """
+    from grader import report
+
+    rows = report.load_status_rows(coursedir, chapter)
+    seconds = {}
+    for (_, student, notebook), row in rows.items():
+        if row["seconds"]:
+            seconds.setdefault(notebook, {})[student] = row["seconds"]
+    average = {nb: sum(values.values()) / len(values) for nb, values in seconds.items()}
+    root = Path(coursedir.format_path(coursedir.submitted_directory, ".", ".")).resolve()
+
+    def expected(student):
+        submitted = root / student / chapter
+        names = [p.stem for p in submitted.glob("*.ipynb")] if submitted.is_dir() else []
+        return sum(seconds.get(nb, {}).get(student, average.get(nb, 1.0)) for nb in names)
+
+    return sorted(students, key=lambda student: (-expected(student), student))
 
 
 def _reason(log):
@@ -327,6 +372,7 @@ def autograde_chapter(course_dir, chapter, students=None, jobs=None, limits=None
     students = submitted_students(api, chapter) if students is None else list(students)
     if not students:
         raise GraderError(f"no submissions of {chapter!r} in {course_dir}; import some with --submissions")
+    students = grading_order(api.coursedir, chapter, students)
     jobs = max(1, min(jobs or default_jobs(), len(students)))
     limits = limits or Limits()
     if jobs > 1 and not limits.threads:

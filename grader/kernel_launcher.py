@@ -178,6 +178,13 @@ def main():
     if threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
     _install_hook(key)
+    if os.environ.pop("GRADER_QUIET_KERNEL", ""):
+        # ipykernel logs to the process's stderr (e.g. "KeyboardInterrupt caught in kernel" when the
+        # grader interrupts or shuts it down); the notebook's own output travels over the sockets.
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.close(null)
     for name in ("GRADER_MEMORY_MB", "GRADER_FILE_MB", "GRADER_PRELOAD", "GRADER_THREADS"):
         os.environ.pop(name, None)
     if sys.path and sys.path[0] == "":

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS llmcore_cell_score (
 """
 
 
+# Columns added after the first course folders were made: (name, SQL type and default).
+ADDED_COLUMNS = {"llmcore_notebook_status": [("seconds", "REAL NOT NULL DEFAULT 0"), ("tests_sha", "TEXT NOT NULL DEFAULT ''")]}
+
+
 def db_path(coursedir):
     return coursedir.db_url.removeprefix("sqlite:///")
 
@@ -36,7 +40,26 @@ def db_path(coursedir):
 def connect(coursedir):
     connection = sqlite3.connect(db_path(coursedir), timeout=60)
     connection.executescript(SCHEMA)
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     return connection
+
+
+def tests_sha(notebook):
+    """A digest of the graded cells of a source ``notebook`` (grade_id, source, points): what grades depend on."""
+    import hashlib
+    import json
+
+    cells = [
+        (meta.get("grade_id"), cell.source, meta.get("points"))
+        for cell in notebook.cells
+        for meta in [cell.metadata.get("nbgrader", {})]
+        if meta.get("grade")
+    ]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def store_results(coursedir, results):
@@ -49,8 +72,10 @@ def store_results(coursedir, results):
         for r in results:
             ident = (r["chapter"], r["student_id"], r["notebook"])
             db.execute(
-                "INSERT INTO llmcore_notebook_status VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*ident, r["status"], r["score"], r["max_score"], r["detail"], now),
+                "INSERT INTO llmcore_notebook_status (chapter, student_id, notebook, status, score, max_score, "
+                "detail, graded_at, seconds, tests_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*ident, r["status"], r["score"], r["max_score"], r["detail"], now,
+                 float(r.get("seconds", 0.0)), r.get("tests_sha", "")),
             )
             for cell, (score, max_score) in r["cells"].items():
                 db.execute("INSERT INTO llmcore_cell_score VALUES (?, ?, ?, ?, ?, ?)", (*ident, cell, score, max_score))
@@ -69,6 +94,27 @@ def load_statuses(coursedir, chapter=None):
             + (" WHERE chapter = ?" if chapter else ""), (chapter,) if chapter else ()
         ).fetchall()
     return {tuple(row[:3]): tuple(row[3:]) for row in rows}
+
+
+def load_status_rows(coursedir, chapter=None):
+    """{(chapter, student, notebook): dict(status, score, max_score, detail, graded_at, seconds, tests_sha)}."""
+    keys = ("status", "score", "max_score", "detail", "graded_at", "seconds", "tests_sha")
+    with closing(connect(coursedir)) as db:
+        rows = db.execute(
+            f"SELECT chapter, student_id, notebook, {', '.join(keys)} FROM llmcore_notebook_status"
+            + (" WHERE chapter = ?" if chapter else ""), (chapter,) if chapter else ()
+        ).fetchall()
+    return {tuple(row[:3]): dict(zip(keys, row[3:])) for row in rows}
+
+
+def current_tests_sha(coursedir, chapter):
+    """{notebook: tests_sha} of the chapter's source snapshot in the course folder, as released now."""
+    from pathlib import Path
+
+    import nbformat
+
+    folder = Path(coursedir.format_path(coursedir.source_directory, ".", chapter))
+    return {path.stem: tests_sha(nbformat.read(path, as_version=4)) for path in sorted(folder.glob("*.ipynb"))}
 
 
 def load_entries(coursedir, chapter=None):

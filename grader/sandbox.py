@@ -129,7 +129,7 @@ class SandboxExecute(Execute):
         key_file = os.path.join(self._ipc_dir, "key")
         with open(os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as handle:
             handle.write(self._key)
-        env = {"GRADER_PROBE_KEY_FILE": key_file, "PYTHONNOUSERSITE": "1"}
+        env = {"GRADER_PROBE_KEY_FILE": key_file, "PYTHONNOUSERSITE": "1", "GRADER_QUIET_KERNEL": "1"}
         if self.memory_mb:
             env["GRADER_MEMORY_MB"] = str(self.memory_mb)
         if self.file_mb:

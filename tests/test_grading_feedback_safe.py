@@ -179,3 +179,91 @@ def test_latex_becomes_mathml():
     out = latex_to_mathml(r"Attention is $\mathrm{softmax}(QK^\top/\sqrt{d_k})V$, and `$x$` stays; $$a^2$$")
     assert out.count("<math") == 2 and "`$x$`" in out and "msqrt" in out
     assert latex_to_mathml("costs $5 and $6") == "costs $5 and $6" or "<math" in latex_to_mathml("costs $5 and $6")
+
+
+# --- LMS-ready grades and the report (issue 13, problems 6 and 7) --------------------------------
+
+def _csv(path):
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_export_is_one_row_per_student_with_whole_numbers_and_a_total(course, tmp_path):
+    run = grader("export", "--course-dir", course["course"], "--to", tmp_path / "grades.csv")
+    assert run.rc == 0, run.err
+    rows = _csv(tmp_path / "grades.csv")
+    assert rows[0] == ["student_id", "lms_id", f"{CHAPTER}/{A}", f"{CHAPTER}/{T}", "total"]
+    assert rows[1] == ["points_possible", "", "7", "5", "12"]
+    assert rows[2:] == [
+        ["complete", "complete", "7", "5", "12"],
+        ["half", "half", "7", "0", "7"],
+        ["looping", "looping", "3", "0", "3"],
+        ["secret", "secret", "7", "5", "12"],
+    ]
+
+
+def test_export_maps_course_ids_to_lms_ids_for_canvas_and_moodle(course, tmp_path):
+    ids = tmp_path / "ids.csv"
+    ids.write_text("student_id,lms_id,name,section\ncomplete,1001,Ada Complete,A\nhalf,1002,Hal Half,B\n"
+                   "looping,1003,Lou Loop,A\n")
+    run = grader("export", "--course-dir", course["course"], "--to", tmp_path / "canvas.csv",
+                 "--format", "canvas", "--lms-ids", ids)
+    assert run.rc == 0, run.err
+    assert "no lms_id" in run.err and "secret" in run.err
+    rows = _csv(tmp_path / "canvas.csv")
+    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", CHAPTER]
+    assert rows[1][0].strip() == "Points Possible" and rows[1][-1] == "12"
+    assert ["Ada Complete", "1001", "", "complete", "A", "12"] in rows
+    assert ["secret", "", "", "secret", "", "12"] in rows
+    run = grader("export", "--course-dir", course["course"], "--to", tmp_path / "moodle.csv",
+                 "--format", "moodle", "--lms-ids", ids)
+    assert run.rc == 0, run.err
+    assert _csv(tmp_path / "moodle.csv")[:3] == [["username", CHAPTER], ["1001", "12"], ["1002", "7"]]
+
+
+def test_scores_are_integers_or_the_declared_precision():
+    from grader.export import number
+
+    assert [number(43.0), number(2.5), number(1 / 3), number(1 / 3, 1), number(2.999, 2)] == ["43", "2.5", "0.33", "0.3", "3"]
+
+
+def test_report_shows_reasons_seconds_and_whole_names(course, tmp_path):
+    run = grader("report", CHAPTER, "--course-dir", course["course"], "--csv", tmp_path / "summary.csv",
+                 "--status-csv", tmp_path / "statuses.csv")
+    assert run.rc == 0, run.err
+    assert re.search(r"looping +01_arithmetic +3/7 +timed_out +\d+\.\d +stopped after the 3 s limit for one cell, "
+                     r"in cell mul", run.out), run.out
+    assert re.search(r"half +02_text +0/5 +missing +no such file submitted", run.out), run.out
+    summary = _csv(tmp_path / "summary.csv")
+    assert summary[0] == ["student_id", "lms_id", f"{CHAPTER}/{A}", f"{CHAPTER}/{T}", "total"]
+    statuses = {(r[0], r[2]): r for r in _csv(tmp_path / "statuses.csv")[1:]}
+    assert statuses[("looping", A)][5] == "timed_out" and float(statuses[("looping", A)][7]) >= 3
+
+
+def test_report_table_keeps_long_notebook_names_whole():
+    from grader.summary import format_summary
+
+    line = {"student_id": "ada", "02_building_blocks": "4", "02_building_blocks_status": "timed_out",
+            "02_building_blocks_changed": "yes", "total": 4.0, "max": 10.0}
+    text = format_summary("ch01_transformer", [line], [], [], [])
+    assert "02_building_blocks" in text.splitlines()[1]
+    assert "4 TO *" in text and "4/10" in text
+
+
+def test_autograde_output_is_plural_aware_and_quiet(course):
+    out, err = course["runs"]["autograde"].out, course["runs"]["autograde"].err
+    assert "for 4 students; 1 notebook could not be graded fully" in out
+    assert "KeyboardInterrupt" not in out + err
+
+
+def test_a_refusal_is_one_sentence():
+    from grader.errors import GraderError
+
+    log = ("[GenerateAssignmentApp | ERROR] There was an error processing assignment\nTraceback (most recent call last):\n"
+           + "  File x\n" * 40 + "RuntimeError: Cannot add or remove cells for notebook '01_attention' because there "
+           "are submissions associated with it\n")
+    message = str(GraderError.from_nbgrader("release ch01_transformer", {"log": log}))
+    assert "\n" not in message and "Traceback" not in message and "01_attention" in message
+    assert "same grade_id" in message

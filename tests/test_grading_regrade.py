@@ -7,6 +7,7 @@ tampering. Regrading that chapter follows the fixed test; the other chapter and 
 untouched; regrading again changes nothing; every status and report entry is still there.
 """
 import csv
+import re
 import shutil
 
 import nbformat
@@ -71,9 +72,10 @@ def _snapshot(root, course):
     from grader.course_folder import course_api
 
     coursedir = course_api(course).coursedir
-    assert grader("export", "--course-dir", course, "--to", root / "grades.csv").rc == 0
-    with open(root / "grades.csv", newline="") as handle:
-        rows = {(r["chapter"], r["student_id"], r["notebook"]): r for r in csv.DictReader(handle)}
+    assert grader("export", "--course-dir", course, "--to", root / "grades.csv", "--format", "long").rc == 0
+    with open(root / "grades.csv", newline="") as handle:  # seconds vary from run to run
+        rows = {(r["chapter"], r["student_id"], r["notebook"]): {k: v for k, v in r.items() if k != "seconds"}
+                for r in csv.DictReader(handle)}
     with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
         nbgrader_scores = {
             (a.name, s.student.id, nb.name): (nb.score, nb.max_score, {g.name: g.score for g in nb.grades})
@@ -121,12 +123,15 @@ def regraded(tmp_path_factory):
 
     _fix_source(solutions)
     release = grader("release", CHANGED, "--course-dir", course, "--solutions", solutions)
+    between = grader("report", CHANGED, "--course-dir", course, "--status-csv", root / "between.csv")
     runs, snapshots = [release], []
     for _ in range(2):
         runs.append(grader("autograde", CHANGED, "--course-dir", course, *LIMITS))
         snapshots.append(_snapshot(root, course))
     shutil.rmtree(course / "feedback", ignore_errors=True)
-    return {"before": before, "after": snapshots[0], "again": snapshots[1], "runs": runs, "course": course}
+    after_report = grader("report", CHANGED, "--course-dir", course)
+    return {"before": before, "after": snapshots[0], "again": snapshots[1], "runs": runs, "course": course,
+            "between": between, "between_csv": (root / "between.csv").read_text(), "after_report": after_report}
 
 
 def test_every_step_succeeds(regraded):
@@ -135,6 +140,18 @@ def test_every_step_succeeds(regraded):
     for run in (first, second):
         assert run.rc == 0, run.err
         assert f"autograded {CHANGED} for 4 students; 0 notebooks could not be graded fully; 1 tampered" in run.out
+
+
+def test_report_marks_tests_changed_since_grading_until_the_regrade(regraded):
+    between = regraded["between"]
+    assert "tests changed since grading for 4 student(s)" in between.out
+    assert re.search(r"complete \| +6 \* \|", between.out), between.out  # 01_arithmetic, marked until regraded
+    rows = list(csv.DictReader(regraded["between_csv"].splitlines()))
+    assert {r["tests_changed"] for r in rows if r["notebook"] == A and r["status"] != "missing"} == {"yes"}
+    assert {r["tests_changed"] for r in rows if r["notebook"] == T} == {""}
+    after = regraded["after_report"]
+    assert "tests changed since grading" not in after.out.split("\n", 1)[1].replace(
+        "* tests changed since grading: regrade", "")
 
 
 def test_before_the_fix_the_wrong_test_costs_its_points(regraded):
@@ -207,6 +224,8 @@ def test_a_refused_re_release_changes_nothing(regraded, tmp_path):
 
     before = state()
     run = grader("release", CHANGED, "--course-dir", course, "--solutions", solutions)
-    assert run.rc == 1 and "Cannot add or remove cells" in run.err
+    # one sentence with what to do, not nbgrader's traceback
+    assert run.rc == 1 and "renamed a graded cell" in run.err and "same grade_id" in run.err
+    assert len(run.err.strip().splitlines()) == 1 and "Traceback" not in run.err
     assert state() == before
     assert not list(course.glob(".release-backup-*"))

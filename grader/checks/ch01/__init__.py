@@ -5,5 +5,7 @@ from .attention import *  # noqa: F401,F403
 from .attention import __all__ as _attention_all
 from .blocks import *  # noqa: F401,F403
 from .blocks import __all__ as _blocks_all
+from .training import *  # noqa: F401,F403
+from .training import __all__ as _training_all
 
-__all__ = [*_attention_all, *_blocks_all, "hint"]
+__all__ = [*_attention_all, *_blocks_all, *_training_all, "hint"]
