@@ -1,0 +1,198 @@
+"""The formgrader's "Generate Feedback" button in a real browser leaks no hidden test (issue 13, problem 4).
+
+A course folder of the synthetic chapter is graded with ``python -m grader autograde`` (a blank
+submission fails every test, so an unsafe feedback would quote the hidden tests in its
+tracebacks). JupyterLab is started in the course folder as docs/INSTRUCTORS.md says, Debian's
+Chromium opens ``/formgrader``, clicks the chapter's "Generate Feedback" button and waits for the
+success dialog; the pages written must show no hidden test and carry the status banner. The
+formgrader's Autograde (its API, as its button calls it) must refuse with the command to use.
+
+Needs ``/usr/bin/chromium`` and pip's ``playwright`` (never ``playwright install``); skipped otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import nbformat
+import pytest
+
+import nbg_synthetic as syn
+from nbg_cli import grader
+from nbg_helpers import with_solutions
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
+              pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning")]
+
+if not CHROMIUM.exists():
+    pytest.skip("Chromium not installed: apt-get install chromium chromium-driver (see README)", allow_module_level=True)
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    pytest.skip("playwright not installed: pip install -e '.[dev]' (never `playwright install`)", allow_module_level=True)
+try:
+    import jupyterlab  # noqa: F401
+except ImportError:
+    pytest.skip("jupyterlab not installed: pip install -e '.[course]'", allow_module_level=True)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+CHAPTER = syn.CHAPTER
+A, T = "01_arithmetic", "02_text"
+HIDDEN = ["add(-1, 1)", "mul(-2, 4)", 'shout("")', "BEGIN HIDDEN TESTS"]
+TIMEOUT_MS = 90_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def graded_course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("formgrader")
+    syn.write_chapter(root / "solutions")
+    course = root / "course"
+    assert grader("init", course).rc == 0
+    assert grader("release", CHAPTER, "--course-dir", course, "--solutions", root / "solutions").rc == 0
+    release = {n: nbformat.read(course / "release" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
+    source = {n: nbformat.read(root / "solutions" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
+    inbox = root / "inbox"
+    for student, notebooks in {"blank": release, "complete": {n: with_solutions(release[n], source[n]) for n in (A, T)},
+                               "half": {A: release[A]}}.items():
+        (inbox / student).mkdir(parents=True)
+        for name, nb in notebooks.items():
+            nbformat.write(nb, inbox / student / f"{name}.ipynb")
+    run = grader("autograde", CHAPTER, "--course-dir", course, "--submissions", inbox, "--jobs", 1,
+                 "--cell-timeout", 10, "--notebook-timeout", 60)
+    assert run.rc == 0, run.err
+    return root, course
+
+
+@pytest.fixture(scope="module")
+def lab(graded_course):
+    root, course = graded_course
+    dirs = {name: root / name for name in ("config", "data", "runtime", "settings", "workspaces", "ipython", "home")}
+    for folder in dirs.values():
+        folder.mkdir()
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
+           "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+           "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "IPYTHONDIR": str(dirs["ipython"]),
+           "PYTHONUNBUFFERED": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # as docs/INSTRUCTORS.md says: JupyterLab started in the course folder
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}",
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--LabApp.extension_manager=readonly"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    log = root / "jupyterlab.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(command, cwd=course, env=env, stdin=subprocess.DEVNULL, stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"JupyterLab exited:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield {"url": url, "token": token, "course": course, "log": log, "home": dirs["home"], "root": root}
+    finally:
+        _stop(process)
+
+
+def _pages(course):
+    return {str(p.relative_to(course / "feedback")): p.read_text()
+            for p in (course / "feedback").glob(f"*/{CHAPTER}/*.html")}
+
+
+def test_generate_feedback_button_writes_safe_feedback(lab):
+    course = lab["course"]
+    assert not (course / "feedback").exists() or not _pages(course)
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    def route(route_):
+        parts = urlsplit(route_.request.url)
+        if parts.scheme in {"data", "blob", "about"} or parts.hostname in {"127.0.0.1", "localhost"}:
+            route_.continue_()
+        else:
+            route_.abort("blockedbyclient")
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(lab["root"] / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            env={**os.environ, "HOME": str(lab["home"]), "XDG_CONFIG_HOME": str(lab["home"] / ".config"),
+                 "XDG_CACHE_HOME": str(lab["home"] / ".cache")},
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            context.route("**/*", route)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{lab['url']}/formgrader/manage_assignments?token={lab['token']}")
+            row = page.locator("tr", has=page.locator("td", has_text=CHAPTER)).first
+            button = row.locator(".generate-feedback a")
+            expect(button).to_be_visible()
+            button.click()
+            expect(page.locator("#success-modal")).to_be_visible()
+            page.screenshot(path=str(lab["root"] / "formgrader-feedback.png"))
+        except BaseException:
+            page.screenshot(path=str(lab["root"] / "formgrader-failure.png"))
+            print(lab["log"].read_text()[-4000:])
+            raise
+        finally:
+            context.close()
+
+    pages = _pages(course)
+    assert {f"{s}/{CHAPTER}/{n}.html" for s in ("blank", "complete") for n in (A, T)} <= set(pages)
+    for name, html in pages.items():
+        for hidden in HIDDEN:
+            assert hidden not in html, (name, hidden)
+        assert "llmcore-status" in html and "cdnjs" not in html, name
+    assert "NotImplementedError" in pages[f"blank/{CHAPTER}/{A}.html"]  # the message, without the test's source
+
+
+def test_formgrader_autograde_refuses_with_the_command_to_use(lab):
+    request = urllib.request.Request(
+        f"{lab['url']}/formgrader/api/submission/{CHAPTER}/complete/autograde?token={lab['token']}",
+        data=b"", method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        result = json.loads(response.read())
+    assert result["success"] is False
+    assert "python -m grader autograde" in result.get("log", "") + result.get("error", "")
