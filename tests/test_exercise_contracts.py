@@ -119,9 +119,12 @@ def test_no_stale_mistake_learners(exercise_id: str) -> None:
 def test_visible_check_takes_at_most_a_second(exercise_id: str) -> None:
     learner = CORRECT[exercise_id][0]
     REGISTRY[exercise_id].check(learner)  # warm-up: first calls pay for lazy imports and allocations
-    start = time.perf_counter()
-    REGISTRY[exercise_id].check(learner)
-    assert time.perf_counter() - start <= 1.0
+    durations = []
+    for _ in range(3):  # the best of three, so that another process on the 2 cores does not decide it
+        start = time.perf_counter()
+        REGISTRY[exercise_id].check(learner)
+        durations.append(time.perf_counter() - start)
+    assert min(durations) <= 1.0, durations
 
 
 @pytest.mark.parametrize("exercise_id", EXERCISES)
