@@ -380,3 +380,38 @@ MISTAKES = {
         "mask_unused": IgnoresMask,
     },
 }
+
+
+def sdpa_softmax_dim_1(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        sees_a_key = mask.any(dim=-1, keepdim=True)
+        scores = scores.masked_fill(~mask & sees_a_key, float("-inf"))
+    weights = torch.softmax(scores, dim=1)
+    if mask is not None:
+        weights = weights.masked_fill(~sees_a_key, 0.0)
+    return weights @ v, weights
+
+
+def sdpa_transpose_2_3(q, k, v, mask=None):
+    scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.size(-1))
+    if mask is not None:
+        sees_a_key = mask.any(dim=-1, keepdim=True)
+        scores = scores.masked_fill(~mask & sees_a_key, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~sees_a_key, 0.0)
+    return torch.matmul(weights, v), weights
+
+
+class ContextAsTruthValue(LearnerMHA):
+    def forward(self, x, context=None, mask=None):
+        source = context if context else x
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(source)), self.split(self.v_proj(source))
+        return self.o_proj(self.merge(self.attend(q, k, v, mask)))
+
+
+MISTAKES["scaled_dot_product_attention"]["softmax_over_heads"] = sdpa_softmax_dim_1
+MISTAKES["scaled_dot_product_attention"]["fixed_dims_transpose"] = sdpa_transpose_2_3
+MISTAKES["merge_heads"]["view_after_transpose"] = lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1)
+MISTAKES["multi_head_attention"]["context_truth_value"] = ContextAsTruthValue

@@ -35,7 +35,7 @@ def test_a_failing_check_shows_only_its_message_and_fails_the_cell() -> None:
     error = next(o for o in notebook.cells[0].outputs if o.output_type == "error")
     assert error.ename == "CheckFailure"
     text = "\n".join(error.traceback)
-    assert text.startswith("✘ scaled_dot_product_attention is wrong on case 1 of 4")
+    assert text.startswith("✘ scaled_dot_product_attention is wrong on case 1 of 5")
     assert "Diagnosis: the 1/√d_k scale is missing." in text and "Idea: " in text
     assert "framework.py" not in text and "spec.py" not in text and "Traceback" not in text
     hint_output = "".join(o.get("text", "") for o in notebook.cells[1].outputs)

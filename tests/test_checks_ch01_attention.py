@@ -39,12 +39,12 @@ def test_sdpa_nan_alone_is_named_alone() -> None:
 
 def test_sdpa_minus_1e9_passes_until_a_row_sees_no_key() -> None:
     message = failure_message(checks.check_scaled_dot_product_attention, sdpa_minus_1e9)
-    assert "case 4 of 4" in message and "uniformly" in message
+    assert "case 4 of 5" in message and "uniformly" in message
 
 
 def test_sdpa_raw_error_is_explained_with_the_case_shapes() -> None:
     message = failure_message(checks.check_scaled_dot_product_attention, sdpa_k_dot_T)
-    assert "raised an error on case 1 of 4" in message
+    assert "raised an error on case 1 of 5" in message
     assert "The inputs were: q [1, 1, 3, 4] float64, k [1, 1, 3, 4] float64, v [1, 1, 3, 4] float64." in message
     assert "Diagnosis: k.T reverses *all* dimensions" in message
 
@@ -73,7 +73,7 @@ def test_sdpa_delegation_is_refused_at_operator_level(spelling: str) -> None:
 
 def test_errors_are_reported_with_the_case() -> None:
     message = failure_message(checks.check_scaled_dot_product_attention, broken)
-    assert "raised an error on case 1 of 4 (B=1, H=1, L=S=3, D=4, float64, no mask)" in message
+    assert "raised an error on case 1 of 5 (B=1, H=1, L=S=3, D=4, float64, no mask)" in message
     assert "ValueError: an index went out of range" in message
 
 
@@ -222,7 +222,7 @@ def test_mha_rejects_an_instance_and_a_function() -> None:
 def test_a_passing_check_returns_none_so_nbgrader_gives_full_marks(capsys: pytest.CaptureFixture) -> None:
     # nbgrader reads a number left as a test cell's result as partial credit (and errors above max points).
     assert checks.check_scaled_dot_product_attention(sdpa) is None
-    assert "all 4 cases passed" in capsys.readouterr().out
+    assert "all 5 cases passed" in capsys.readouterr().out
 
 
 def test_hidden_cases_follow_the_course_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,13 +64,15 @@ def _sdpa_variant(
     invert_mask: bool = False,
     softmax_dim: int = -1,
     plain_transpose: bool = False,
+    fixed_dims_transpose: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The reference with one knob turned: each known mistake is one setting of these arguments."""
     d = q.shape[-1]
     divisor = {"sqrt_d": math.sqrt(d), "none": 1.0, "d": float(d), "sqrt_len": math.sqrt(k.shape[-2])}[scale]
     with warnings.catch_warnings():  # k.T on a batched tensor is deprecated, and exactly the mistake modelled
         warnings.simplefilter("ignore", UserWarning)
-        scores = (q @ k.T if plain_transpose else q @ k.transpose(-2, -1)) / divisor
+        keys_t = k.T if plain_transpose else k.transpose(2, 3) if fixed_dims_transpose else k.transpose(-2, -1)
+        scores = q @ keys_t / divisor
     if mask is not None and invert_mask:
         mask = ~mask
     if mask is None:
@@ -176,6 +178,21 @@ SDPA_MISTAKES = [
         output=_sdpa_mistake(plain_transpose=True),
     ),
     Mistake(
+        "softmax_over_heads",
+        "the softmax runs over dimension 1 (the heads), not over the keys",
+        "each query distributes one unit of attention over the keys, so its weights sum to 1 along the key axis, "
+        "whatever the number of leading dimensions.",
+        "softmax over the last dimension (dim=-1); counting dimensions from the end keeps it right for any batch shape.",
+        output=_sdpa_mistake(softmax_dim=1),
+    ),
+    Mistake(
+        "fixed_dims_transpose",
+        "k.transpose(2, 3) assumes exactly four dimensions ([B, H, S, D])",
+        "the function takes any number of leading dimensions, so the key and feature axes are counted from the end.",
+        "use k.transpose(-2, -1).",
+        output=_sdpa_mistake(fixed_dims_transpose=True),
+    ),
+    Mistake(
         "swapped_outputs",
         "output and weights are returned in the wrong order",
         "the function returns the weighted sum of the values first, then the attention weights.",
@@ -211,6 +228,8 @@ def _sdpa_cases(random: CaseRandom, hidden: bool) -> list[Case]:
             (*qkv((2, 1, 4, 8), (2, 1, 5, 8), torch.float32), with_empty_row),
             check_gradients=True,
         ),
+        Case("no batch dims: q [L=2, D=4], k and v [S=3, D=4], float32, no mask",
+             qkv((2, 4), (3, 4), torch.float32)),
     ]
     if hidden:
         cases += [
@@ -655,6 +674,8 @@ def _merge_variant(x: Tensor, *, layout: str = "reference") -> Tensor:
         return x.permute(0, 2, 3, 1).reshape(batch, length, n_heads * head_dim)
     if layout == "not_merged":
         return x.transpose(1, 2)
+    if layout == "view_after_transpose":
+        return x.transpose(1, 2).view(batch, length, n_heads * head_dim)
     return reference_attention.merge_heads(x)
 
 
@@ -679,6 +700,13 @@ MERGE_MISTAKES = [
         "the result has one feature vector of H·D numbers per token.",
         "finish with .reshape(B, L, H·D) (reshape, not view: the transposed tensor is not contiguous).",
         output=lambda x: _merge_variant(x, layout="not_merged"),
+    ),
+    Mistake(
+        "view_after_transpose",
+        ".view on the transposed tensor: transpose only changes strides, so the memory is no longer in [B, L, H, D] order",
+        "a view can only reinterpret memory that is laid out in the new order; after a transpose it is not.",
+        "use .reshape(B, L, H·D) (it copies when it must), or .contiguous().view(...).",
+        output=lambda x: _merge_variant(x, layout="view_after_transpose"),
     ),
 ]
 
@@ -767,10 +795,14 @@ def _mha_variant(
     keys_from_x: bool = False,
     scale_by_d_model: bool = False,
     use_mask: bool = True,
+    context_as_truth_value: bool = False,
 ) -> Tensor:
     """The reference with one knob turned, computed with the reference module's weights."""
     n_heads, d_model = module.n_heads, x.shape[-1]
-    source = x if context is None or keys_from_x else context
+    if context_as_truth_value:
+        source = context if context else x
+    else:
+        source = x if context is None or keys_from_x else context
     q, k, v = module.q_proj(x), module.k_proj(source), module.v_proj(source)
     if split == "one_head":
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)
@@ -835,6 +867,13 @@ MHA_MISTAKES = [
         "the mask decides which keys each query may see; it has to reach the attention function.",
         "pass mask to the attention function: scaled_dot_product_attention(q, k, v, mask).",
         output=_mha_mistake(use_mask=False),
+    ),
+    Mistake(
+        "context_truth_value",
+        "`if context` asks a tensor for its truth value, which fails as soon as a context is given",
+        "whether cross-attention is wanted is a question about None, not about the tensor's values.",
+        "source = x if context is None else context.",
+        output=_mha_mistake(context_as_truth_value=True),
     ),
 ]
 
