@@ -61,6 +61,12 @@ def run() -> list[Figure]:
         plain, ours = Path(tmp) / "plain", Path(tmp) / "ours"
         for target in (plain, ours):  # each config derives its paths from its own folder
             shutil.copytree(base, target)
+        # course folders refuse plain `nbgrader autograde` (no sandbox, no statuses); the baseline
+        # is nbgrader's own autograde, so give the plain copy nbgrader's default preprocessors back
+        with open(plain / "nbgrader_config.py", "a") as config:
+            config.write("\nfrom nbgrader.converters.autograde import Autograde\n"
+                         "c.Autograde.autograde_preprocessors = Autograde.class_traits()"
+                         "['autograde_preprocessors'].default_value\n")
 
         start = time.perf_counter()
         subprocess.run([str(scripts / "nbgrader"), "autograde", CHAPTER, "--force", "--create"],

@@ -119,7 +119,6 @@ def _path_prefixes():
 
 
 _SITE = re.compile(r"(?:/[^\s/:'\"]+)+/(?:site|dist)-packages/")
-_ABS = re.compile(r"(?<![\w.])/(?:[^\s/:'\"()]+/)+")
 
 
 def clean_text(text, extra_prefixes=()):
@@ -172,8 +171,6 @@ class HideTestTracebacks(NbGraderPreprocessor):
                 else:
                     output["traceback"] = [clean_text(line, self._prefixes) for line in output.get("traceback", [])]
                 output["evalue"] = clean_text(str(output.get("evalue", "")), self._prefixes)
-            elif output.get("output_type") == "stream" and "KeyboardInterrupt" in output.get("text", ""):
-                output["text"] = clean_text(output["text"], self._prefixes)
             if self._secret:
                 _redact(output, self._secret)
         return cell, resources

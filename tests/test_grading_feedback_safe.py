@@ -29,6 +29,7 @@ HIDDEN = ["add(-1, 1)", "mul(-2, 4)", 'shout("")', "BEGIN HIDDEN TESTS"]
 PRINT_SECRET = (
     "import os\nprint('secret seen:', bool(os.environ.get('GRADER_COURSE_SECRET')))\n"
     "print(os.environ.get('GRADER_COURSE_SECRET'))\n"
+    "import hashlib\nprint('secret digest', hashlib.sha256(os.environ.get('GRADER_COURSE_SECRET', '').encode()).hexdigest())\n"
 )
 
 
@@ -85,9 +86,13 @@ def test_init_writes_a_private_secret_that_the_release_does_not_contain(course):
 
 
 def test_the_grading_kernel_sees_the_course_secret(course):
+    import hashlib
+
     graded = nbformat.read(course["course"] / "autograded" / "secret" / CHAPTER / f"{A}.ipynb", as_version=4)
     text = "".join(o.get("text", "") for o in cells_by_grade_id(graded)["add"].outputs)
     assert "secret seen: True" in text
+    secret = (course["course"] / "course_secret.txt").read_text().strip()
+    assert f"secret digest {hashlib.sha256(secret.encode()).hexdigest()}" in text  # this course's secret
 
 
 def test_the_sequential_fallback_kernel_sees_the_course_secret(course, monkeypatch, tmp_path):
