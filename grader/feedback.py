@@ -100,7 +100,32 @@ class StatusBanner(NbGraderPreprocessor):
             cell = new_markdown_cell(_banner_html(banner_text(info.get("notebook"), status, score, max_score, detail)))
             cell.metadata["llmcore_status"] = status
             nb.cells.insert(0, cell)
+        self._pages_for_ungraded(info)
         return nb, resources
+
+    @staticmethod
+    def _pages_for_ungraded(info):
+        """Write the banner page of the student's notebooks nbgrader has no graded copy of (missing,
+        malformed): nbgrader's feedback, from any entry point, then has a page for every notebook."""
+        path = str(info.get("db_url", "")).removeprefix("sqlite:///")
+        chapter, student = info.get("assignment"), info.get("student")
+        if not path or not os.path.isfile(path) or not chapter or not student:
+            return
+        try:
+            with closing(sqlite3.connect(path, timeout=30)) as db:
+                rows = db.execute(
+                    "SELECT notebook, status, score, max_score, detail FROM llmcore_notebook_status "
+                    "WHERE chapter = ? AND student_id = ? AND status IN ('missing', 'malformed', 'not_graded')",
+                    (chapter, student),
+                ).fetchall()
+        except sqlite3.Error:
+            return
+        folder = Path(path).parent / "feedback" / student / chapter  # the feedback folder sits next to the gradebook
+        for notebook, status, score, max_score, detail in rows:
+            page = folder / f"{notebook}.html"
+            if not page.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                page.write_text(missing_feedback_page(notebook, status, score, max_score, detail))
 
 
 _PATH_PREFIXES = None

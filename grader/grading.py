@@ -114,6 +114,16 @@ def import_submissions(course_dir, chapter, submissions_dir):
             f"no notebooks in {submissions_dir}: expected <student_id>/<notebook>.ipynb "
             f"or <student_id>/{chapter}/<notebook>.ipynb"
         )
+    from grader.collect import resolve_notebook
+
+    released = _check_released(course_api(course_dir), chapter)
+    for student, notebooks in imported.items():  # "01_attention (1).ipynb" is stored as 01_attention.ipynb
+        named = {path.stem: path for path in notebooks if path.stem in released}
+        for path in notebooks:
+            if path.stem not in released:
+                notebook, _ = resolve_notebook(path.name, released)
+                named.setdefault(notebook or path.stem, path)
+        imported[student] = named
     return store_submissions(course_dir, chapter, imported)
 
 

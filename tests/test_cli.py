@@ -124,3 +124,30 @@ def test_export_of_an_unreleased_chapter_is_refused(course, tmp_path):
     assert run.rc == 1
     assert "not released in this course folder: ch42_x" in run.err
     assert not (tmp_path / "grades.csv").exists()
+
+
+def test_init_config_makes_every_nbgrader_entry_point_safe(tmp_path):
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    from grader.feedback import FeedbackExporter, HideTestTracebacks, StatusBanner
+    from grader.refusals import RefuseAutograde
+
+    course = tmp_path / "course"
+    assert grader("init", course).rc == 0
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    preprocessors = config.GenerateFeedback.preprocessors
+    assert {ClearHiddenTests, HideTestTracebacks, StatusBanner} <= set(preprocessors)
+    assert preprocessors.index(ClearHiddenTests) < preprocessors.index(HideTestTracebacks)
+    assert config.GenerateFeedback.exporter_class is FeedbackExporter
+    assert config.Autograde.autograde_preprocessors == [RefuseAutograde]
+    secret = course / "course_secret.txt"
+    assert secret.is_file() and secret.stat().st_mode & 0o077 == 0
+
+
+def test_init_on_a_course_folder_without_a_secret_adds_one(tmp_path):
+    course = tmp_path / "course"
+    assert grader("init", course).rc == 0
+    (course / "course_secret.txt").unlink()
+    run = grader("init", course)
+    assert run.rc == 0 and "added a course secret" in run.out
+    assert len((course / "course_secret.txt").read_text().strip()) == 64

@@ -179,7 +179,8 @@ def test_generate_feedback_button_writes_safe_feedback(lab):
             context.close()
 
     pages = _pages(course)
-    assert {f"{s}/{CHAPTER}/{n}.html" for s in ("blank", "complete") for n in (A, T)} <= set(pages)
+    assert {f"{s}/{CHAPTER}/{n}.html" for s in ("blank", "complete", "half") for n in (A, T)} <= set(pages)
+    assert "not submitted" in pages[f"half/{CHAPTER}/{T}.html"]
     for name, html in pages.items():
         for hidden in HIDDEN:
             assert hidden not in html, (name, hidden)

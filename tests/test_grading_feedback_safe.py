@@ -160,6 +160,7 @@ def test_plain_nbgrader_feedback_in_the_course_folder_is_as_safe(course):
         assert "cdnjs" not in html
     assert "stopped after the 3 s limit for one cell" in pages[f"looping/{CHAPTER}/{A}.html"]
     assert "KeyboardInterrupt" not in pages[f"looping/{CHAPTER}/{A}.html"]
+    assert "not submitted" in pages[f"half/{CHAPTER}/{T}.html"]  # a page for the missing notebook too
 
 
 def test_plain_nbgrader_autograde_is_refused_with_the_command_to_use(course):
