@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -133,12 +134,21 @@ def test_the_bare_language_info_is_completed_and_nothing_else_is_touched() -> No
     assert not complete_language_info(other, full)
 
 
+def _ipykernel_language_info() -> dict:
+    """ipykernel's own language_info, read in a subprocess (importing ipykernel here would leave its comm
+    manager behind for every ipywidgets widget other tests create, and noise at interpreter exit)."""
+    pytest.importorskip("ipykernel")
+    code = "import json; from ipykernel.ipkernel import IPythonKernel; print(json.dumps(IPythonKernel.language_info))"
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def test_course_notebooks_read_through_the_manager_carry_the_kernels_language_info(tmp_path: Path) -> None:
-    ipykernel = pytest.importorskip("ipykernel.ipkernel")
+    expected = _ipykernel_language_info()
+    assert kernel_language_info() == expected
     source = REPO / "course" / "ch01_transformer" / "01_attention.ipynb"
     (tmp_path / "01_attention.ipynb").write_bytes(source.read_bytes())
     manager = CourseContentsManager(root_dir=str(tmp_path))
     model = asyncio.run(manager.get("01_attention.ipynb"))
-    assert model["content"]["metadata"]["language_info"] == ipykernel.IPythonKernel.language_info
+    assert model["content"]["metadata"]["language_info"] == expected
     assert (tmp_path / "01_attention.ipynb").read_bytes() == source.read_bytes()  # the file is not rewritten
     assert nbformat.read(source, as_version=4).metadata["language_info"] == {"name": "python"}

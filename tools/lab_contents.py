@@ -18,17 +18,20 @@ from jupyter_server.services.contents.largefilemanager import AsyncLargeFileMana
 
 
 def kernel_language_info() -> dict[str, Any]:
-    """What ipykernel reports as ``language_info`` when it runs on this Python."""
-    try:
-        from ipykernel.ipkernel import IPythonKernel
+    """What ipykernel reports as ``language_info`` when it runs on this Python.
 
-        return dict(IPythonKernel.language_info)
-    except Exception:  # noqa: BLE001 - without ipykernel there is nothing to match
-        return {
-            "name": "python", "version": sys.version.split()[0], "mimetype": "text/x-python",
-            "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]}, "pygments_lexer": "ipython3",
-            "nbconvert_exporter": "python", "file_extension": ".py",
-        }  # fmt: skip
+    Written out rather than read from ``ipykernel.ipkernel.IPythonKernel.language_info``, which would
+    import IPython into the server; tests/test_lab_launcher.py compares the two.
+    """
+    return {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": f"ipython{sys.version_info[0]}",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
 
 
 def complete_language_info(notebook: dict[str, Any], language_info: dict[str, Any]) -> bool:
