@@ -251,3 +251,17 @@ def test_structure_failures_carry_the_exercise_id() -> None:
     with pytest.raises(CheckFailure) as info:
         checks.check_multi_head_attention(NoBias)
     assert info.value.exercise == "multi_head_attention" and info.value.mistake_id == "module_structure"
+
+
+def test_checks_run_under_cprofile() -> None:
+    """The call watcher hands a C-level profiler back instead of installing it as a Python hook."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        checks.check_scaled_dot_product_attention(sdpa)
+        after = sum(range(3))
+    finally:
+        profiler.disable()
+    assert after == 3 and profiler.getstats()

@@ -59,7 +59,11 @@ class CallWatcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sys.setprofile(self._previous)
+        previous = self._previous
+        if previous is not None and not callable(previous) and hasattr(previous, "enable"):
+            previous.enable()  # a C-level profiler (cProfile) is handed back by enabling it again
+        else:
+            sys.setprofile(previous)
 
 
 class OpWatcher(TorchDispatchMode):
