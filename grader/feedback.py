@@ -182,6 +182,9 @@ class HideTestTracebacks(NbGraderPreprocessor):
         if cell.cell_type != "code":
             return cell, resources
         grade = cell.metadata.get("nbgrader", {}).get("grade")
+        interrupted = [o for o in cell.get("outputs", []) if o.get("output_type") == "error" and o.get("ename") in INTERRUPTED]
+        if len(interrupted) > 1:  # KeyboardInterrupt, then nbclient's CellTimeoutError: one message is enough
+            cell.outputs = [o for o in cell.outputs if not any(o is extra for extra in interrupted[1:])]
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 ename = output.get("ename", "Error")

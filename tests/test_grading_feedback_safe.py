@@ -125,6 +125,7 @@ def test_every_submitting_student_gets_a_page_per_notebook_with_a_status_banner(
 def test_a_timed_out_notebook_says_which_limit_stopped_which_cell_without_paths_or_interrupts(course):
     page = _pages(course["course"])[f"looping/{CHAPTER}/{A}.html"]
     assert "stopped after the 3 s limit for one cell, in cell mul" in page
+    assert page.count("Stopped: this cell ran longer than the 3 s limit for one cell") == 1
     assert "KeyboardInterrupt" not in page
     for path in (str(course["course"]), sys.prefix, str(Path(__file__).resolve().parent.parent), "site-packages"):
         assert path not in page, path
