@@ -68,6 +68,21 @@ class EmbeddingColumns(TokenEmbedding):
         return self.weight[:, ids] * math.sqrt(self.d_model)
 
 
+class EmbeddingSqrtVocab(nn.Module):
+    def __init__(self, vocab_size, d_model):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.weight = nn.Parameter(torch.randn(vocab_size, d_model) / math.sqrt(d_model))
+
+    def forward(self, ids):
+        return self.weight[ids] * math.sqrt(self.vocab_size)
+
+
+class EmbeddingPowerPrecedence(TokenEmbedding):
+    def forward(self, ids):
+        return self.weight[ids] * self.d_model ** 1/2
+
+
 # ---------------------------------------------------------------------------------------------------
 # sinusoidal_position_encoding
 # ---------------------------------------------------------------------------------------------------
@@ -158,6 +173,35 @@ def pe_float32_then_cast(n_positions, d_model, dtype=torch.float32):
     encoding[:, 0::2] = torch.sin(position / div_term)
     encoding[:, 1::2] = torch.cos(position / div_term)
     return encoding.to(dtype)
+
+
+def pe_two_i_doubled(n_positions, d_model, dtype=torch.float32):
+    position = torch.arange(n_positions, dtype=dtype).unsqueeze(1)
+    i = torch.arange(0, d_model, 2, dtype=dtype)
+    angles = position / 10000 ** (2 * i / d_model)   # "2i", with i already running 0, 2, 4, …
+    encoding = torch.zeros(n_positions, d_model, dtype=dtype)
+    encoding[:, 0::2] = torch.sin(angles)
+    encoding[:, 1::2] = torch.cos(angles)
+    return encoding
+
+
+def pe_exp_without_minus(n_positions, d_model, dtype=torch.float32):
+    position = torch.arange(n_positions, dtype=dtype).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, d_model, 2, dtype=dtype) * (math.log(10000.0) / d_model))
+    encoding = torch.zeros(n_positions, d_model, dtype=dtype)
+    encoding[:, 0::2] = torch.sin(position * div_term)
+    encoding[:, 1::2] = torch.cos(position * div_term)
+    return encoding
+
+
+def pe_without_parentheses(n_positions, d_model, dtype=torch.float32):
+    position = torch.arange(n_positions, dtype=dtype).unsqueeze(1)
+    two_i = torch.arange(0, d_model, 2, dtype=dtype)
+    angles = position / 10000 ** two_i / d_model
+    encoding = torch.zeros(n_positions, d_model, dtype=dtype)
+    encoding[:, 0::2] = torch.sin(angles)
+    encoding[:, 1::2] = torch.cos(angles)
+    return encoding
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -258,6 +302,24 @@ class LayerNormNoBias(LayerNorm):
         return (x - mean) / torch.sqrt(variance + self.eps) * self.weight
 
 
+class LayerNormFixedEps(LayerNorm):
+    def forward(self, x):
+        mean, variance = self.statistics(x)
+        return (x - mean) / torch.sqrt(variance + 1e-5) * self.weight + self.bias
+
+
+class LayerNormNoKeepdim(LayerNorm):
+    def forward(self, x):
+        mean = x.mean(dim=-1)
+        variance = x.var(dim=-1, unbiased=False)
+        return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
+
+
+def add_and_norm_new_layer_norm(x, sublayer_output, norm):
+    layer_norm = nn.LayerNorm(x.shape[-1])
+    return layer_norm(x + sublayer_output)
+
+
 # ---------------------------------------------------------------------------------------------------
 # add_and_norm
 # ---------------------------------------------------------------------------------------------------
@@ -332,6 +394,16 @@ class FfnGelu(FeedForward):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
+class FfnPythonMax(FeedForward):
+    def forward(self, x):
+        return self.down_proj(max(0, self.up_proj(x)))   # max(0, xW1 + b1), as in the paper
+
+
+class FfnWithResidual(FeedForward):
+    def forward(self, x):
+        return x + self.down_proj(torch.relu(self.up_proj(x)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # EncoderBlock
 # ---------------------------------------------------------------------------------------------------
@@ -400,6 +472,37 @@ class EncoderNormsSwapped(EncoderBlock):
     def forward(self, x, mask=None):
         x = self.ffn_norm(x + self.self_attn(x, mask=mask))
         return self.self_attn_norm(x + self.ffn(x))
+
+
+class EncoderKeyPaddingMask(EncoderBlock):
+    def forward(self, x, mask=None):
+        key_padding_mask = ~mask   # True = padding, as nn.MultiheadAttention wants it
+        x = self.self_attn_norm(x + self.self_attn(x, mask=key_padding_mask))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+class EncoderMaskPositional(EncoderBlock):
+    def forward(self, x, mask=None):
+        x = self.self_attn_norm(x + self.self_attn(x, mask))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+class EncoderNormOnSublayer(EncoderBlock):
+    def forward(self, x, mask=None):
+        x = x + self.self_attn_norm(self.self_attn(x, mask=mask))
+        return x + self.ffn_norm(self.ffn(x))
+
+
+class EncoderOneNorm(EncoderBlock):
+    def forward(self, x, mask=None):
+        x = self.self_attn_norm(x + self.self_attn(x, mask=mask))
+        return self.self_attn_norm(x + self.ffn(x))
+
+
+class EncoderStaleResidual(EncoderBlock):
+    def forward(self, x, mask=None):
+        attended = self.self_attn_norm(x + self.self_attn(x, mask=mask))
+        return self.ffn_norm(x + self.ffn(attended))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -499,6 +602,12 @@ def no_self_mask(self, x, memory, self_mask=None, cross_mask=None):
     return self.ffn_norm(x + self.ffn(x))
 
 
+def no_cross_mask(self, x, memory, self_mask=None, cross_mask=None):
+    x = self.self_attn_norm(x + self.self_attn(x, mask=self_mask))
+    x = self.cross_attn_norm(x + self.cross_attn(x, memory))
+    return self.ffn_norm(x + self.ffn(x))
+
+
 def ffn_before_cross(self, x, memory, self_mask=None, cross_mask=None):
     x = self.self_attn_norm(x + self.self_attn(x, mask=self_mask))
     x = self.ffn_norm(x + self.ffn(x))
@@ -527,6 +636,8 @@ MISTAKES = {
         "times_d_model": EmbeddingTimesDModel,
         "divided_by_sqrt": EmbeddingDividedBySqrt,
         "wrong_axis": EmbeddingColumns,
+        "sqrt_vocab_size": EmbeddingSqrtVocab,
+        "power_precedence": EmbeddingPowerPrecedence,
     },
     "sinusoidal_position_encoding": {
         "sin_cos_swapped": pe_with(swap=True),
@@ -538,6 +649,9 @@ MISTAKES = {
         "transposed": pe_transposed,
         "other_base": pe_with(base=1000.0),
         "computed_in_float32": pe_float32_then_cast,
+        "exponent_doubled": pe_two_i_doubled,
+        "frequencies_inverted": pe_exp_without_minus,
+        "exponent_without_parentheses": pe_without_parentheses,
     },
     "layer_norm": {
         "no_eps": LayerNormNoEps,
@@ -550,18 +664,24 @@ MISTAKES = {
         "no_affine": LayerNormNoAffine,
         "no_weight": LayerNormNoWeight,
         "no_bias": LayerNormNoBias,
+        "eps_argument_ignored": LayerNormFixedEps,
+        "no_keepdim": LayerNormNoKeepdim,
     },
     "add_and_norm": {
         "pre_norm": lambda x, out, norm: x + norm(out),
         "no_residual": lambda x, out, norm: norm(out),
         "no_norm": lambda x, out, norm: x + out,
         "norm_x_only": lambda x, out, norm: norm(x) + out,
+        "norm_argument_unused": add_and_norm_new_layer_norm,
+        "residual_added_twice": lambda x, out, norm: x + norm(x + out),
     },
     "feed_forward": {
         "no_activation": FfnNoActivation,
         "relu_twice": FfnReluTwice,
         "relu_at_the_end": FfnReluAtTheEnd,
         "gelu": FfnGelu,
+        "python_max": FfnPythonMax,
+        "residual_inside": FfnWithResidual,
     },
     "encoder_block": {
         "pre_norm": EncoderPreNorm,
@@ -570,6 +690,11 @@ MISTAKES = {
         "mask_unused": EncoderNoMask,
         "ffn_first": EncoderFfnFirst,
         "norms_swapped": EncoderNormsSwapped,
+        "mask_inverted": EncoderKeyPaddingMask,
+        "mask_passed_as_context": EncoderMaskPositional,
+        "norm_on_sublayer_output": EncoderNormOnSublayer,
+        "one_norm_twice": EncoderOneNorm,
+        "ffn_residual_from_block_input": EncoderStaleResidual,
     },
     "decoder_block": {
         "pre_norm": decoder_learner(pre_norm),
@@ -581,6 +706,7 @@ MISTAKES = {
         "cross_arguments_swapped": decoder_learner(cross_arguments_swapped),
         "masks_swapped": decoder_learner(masks_swapped),
         "self_mask_unused": decoder_learner(no_self_mask),
+        "cross_mask_unused": decoder_learner(no_cross_mask),
         "ffn_before_cross_attention": decoder_learner(ffn_before_cross),
         "cross_before_self_attention": decoder_learner(cross_before_self),
     },

@@ -57,8 +57,9 @@ def _random_norm_parameters(random: CaseRandom, d_model: int, dtype: torch.dtype
 def _embedding_variant(module: nn.Module, ids: Tensor, *, scale: str = "sqrt_d") -> Tensor:
     """The reference with one knob turned: how the looked-up rows are scaled."""
     weight = module.weight
-    d_model = weight.shape[1]
-    factor = {"sqrt_d": math.sqrt(d_model), "none": 1.0, "d": float(d_model), "inv_sqrt_d": 1 / math.sqrt(d_model)}
+    vocab_size, d_model = weight.shape
+    factor = {"sqrt_d": math.sqrt(d_model), "none": 1.0, "d": float(d_model), "inv_sqrt_d": 1 / math.sqrt(d_model),
+              "sqrt_vocab": math.sqrt(vocab_size), "half_d": d_model / 2}
     return weight[ids] * factor[scale]
 
 
@@ -103,6 +104,21 @@ EMBEDDING_MISTAKES = [
         "dimension.",
         "weight is [vocab_size, d_model]: one row per token. Select rows: self.weight[ids].",
         output=_embedding_columns,
+    ),
+    Mistake(
+        "sqrt_vocab_size",
+        "the embeddings are multiplied by √vocab_size instead of √d_model",
+        "the factor depends on the width of the vectors, d_model (the table's second dimension), not on how many "
+        "tokens the vocabulary has.",
+        "multiply by math.sqrt(d_model), the length of each row; vocab_size is the number of rows.",
+        output=_embedding_mistake(scale="sqrt_vocab"),
+    ),
+    Mistake(
+        "power_precedence",
+        "the factor is d_model ** 1/2, which Python reads as (d_model ** 1) / 2 = d_model / 2",
+        "** binds tighter than /, so an exponent written as a fraction needs parentheses.",
+        "write math.sqrt(d_model), d_model ** 0.5 or d_model ** (1 / 2): d_model ** 1/2 is d_model / 2.",
+        output=_embedding_mistake(scale="half_d"),
     ),
 ]
 
@@ -178,14 +194,27 @@ def _pe_variant(
     swap_sin_cos: bool = False,
     swap_pos_and_2i: bool = False,
     first_position: int = 0,
+    multiply: bool = False,
+    no_parentheses: bool = False,
 ) -> Tensor:
-    """The reference with one knob turned, computed in float64 like the reference."""
+    """The reference with one knob turned, computed in float64 like the reference.
+
+    ``exponent``: "2i" (right), "i" (the pair index), "4i" (2i doubled once more), "own_index" (j/d_model for
+    every dimension j); ``multiply``: pos · base^(2i/d) instead of pos / base^(2i/d); ``no_parentheses``:
+    pos / base^(2i) / d_model.
+    """
     position = torch.arange(first_position, first_position + n_positions, dtype=torch.float64).unsqueeze(1)  # [n, 1]
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)                # [d/2]: 0, 2, 4, …
     if exponent == "i":  # the pair index i = 0, 1, 2, … where the paper has 2i
         two_i = two_i / 2
+    elif exponent == "4i":  # 2 * torch.arange(0, d_model, 2): the 2 of 2i counted twice
+        two_i = two_i * 2
     if swap_pos_and_2i:
         angles = two_i / base ** (position / d_model)
+    elif multiply:
+        angles = position * base ** (two_i / d_model)
+    elif no_parentheses:
+        angles = position / base ** two_i / d_model
     else:
         angles = position / base ** (two_i / d_model)
     first, second = (torch.cos(angles), torch.sin(angles)) if swap_sin_cos else (torch.sin(angles), torch.cos(angles))
@@ -218,6 +247,19 @@ def _other_base(got: object, expected: object) -> bool:
         return False
     fitted = _pe_variant(n_positions, d_model, torch.float64, base=base)
     return torch.allclose(got.detach().double(), fitted, atol=1e-4, rtol=1e-3)
+
+
+def _frequencies_inverted(got: object, expected: object) -> bool:
+    """pos · 10000^(2i/d_model) instead of pos / 10000^(2i/d_model). The angles reach tens of thousands, where a
+    float32 computation differs from the float64 variant by about 1e-3, so float32 results are compared loosely."""
+    if not (isinstance(got, Tensor) and isinstance(expected, Tensor)) or got.shape != expected.shape:
+        return False
+    if expected.dim() != 2 or not got.is_floating_point():
+        return False
+    n_positions, d_model = expected.shape
+    inverted = _pe_variant(n_positions, d_model, torch.float64, multiply=True)
+    atol = 1e-6 if got.dtype == torch.float64 else 3e-2
+    return torch.allclose(got.detach().double(), inverted, atol=atol, rtol=0)
 
 
 def _float32_precision(got: object, expected: object) -> bool:
@@ -284,6 +326,31 @@ PE_MISTAKES = [
         "the encoding has one row per position, to be added to the embedding of the token at that position.",
         "one row per position: positions as a column [n, 1], frequencies as a row [d_model/2], angles [n, d_model/2].",
         output=lambda n, d, dtype=torch.float32: _pe_reference(n, d, dtype).T,
+    ),
+    Mistake(
+        "exponent_doubled",
+        "the exponent is 4i/d_model: torch.arange(0, d_model, 2), which already counts 2i, is doubled once more",
+        "torch.arange(0, d_model, 2) runs 0, 2, 4, …: it is 2i itself, so it is divided by d_model as it is.",
+        "torch.arange(0, d_model, 2) is already 2i: 10000 ** (torch.arange(0, d_model, 2) / d_model), not "
+        "10000 ** (2 * torch.arange(0, d_model, 2) / d_model).",
+        output=_pe_mistake(exponent="4i"),
+    ),
+    Mistake(
+        "frequencies_inverted",
+        "the position is multiplied by 10000^(2i/d_model) instead of divided by it (in the exp form: the minus "
+        "sign of exp(−2i·ln(10000)/d_model) is missing)",
+        "the frequencies 10000^(−2i/d_model) fall from 1 to about 1/10000, so the wavelengths grow from 2π to "
+        "10000·2π; multiplying makes them grow instead, and the angles explode.",
+        "angles = pos / 10000 ** (two_i / d_model), or pos * torch.exp(two_i * (-math.log(10000.0) / d_model)) "
+        "with the minus sign.",
+        detect=_frequencies_inverted,
+    ),
+    Mistake(
+        "exponent_without_parentheses",
+        "the exponent has no parentheses: pos / 10000 ** two_i / d_model computes (pos / 10000^(2i)) / d_model",
+        "** binds tighter than /, so the whole fraction 2i/d_model must be put in parentheses to be the exponent.",
+        "10000 ** (two_i / d_model), with the parentheses.",
+        output=_pe_mistake(no_parentheses=True),
     ),
     Mistake(
         "other_base",
@@ -361,13 +428,15 @@ def _layer_norm_variant(
     dim: int | None = -1,
     use_weight: bool = True,
     use_bias: bool = True,
+    keepdim: bool = True,
 ) -> Tensor:
     """The reference with one knob turned, with the module's weight, bias and eps (``dim=None``: statistics
-    over every element at once)."""
+    over every element at once; ``keepdim=False``: the statistics lose their reduced dimension, so broadcasting
+    against x fails or lines them up with the wrong dimension)."""
     eps = module.eps if eps is None else eps
     dims = tuple(range(x.dim())) if dim is None else (dim,)
-    mean = x.mean(dim=dims, keepdim=True)
-    variance = x.var(dim=dims, keepdim=True, correction=1 if unbiased else 0)
+    mean = x.mean(dim=dims, keepdim=keepdim)
+    variance = x.var(dim=dims, keepdim=keepdim, correction=1 if unbiased else 0)
     if eps_outside_root:
         normalised = (x - mean) / (variance.sqrt() + eps)
     else:
@@ -384,6 +453,15 @@ def _layer_norm_mistake(**knobs) -> Callable[..., Tensor]:
 
 
 LAYER_NORM_MISTAKES = [
+    # Before no_eps: on the case built with eps=0.1 (float32), a fixed 1e-5 and no eps at all look alike.
+    Mistake(
+        "eps_argument_ignored",
+        "the eps given to the constructor is not used: a fixed 1e-5 is added instead",
+        "LayerNorm(d_model, eps) keeps the eps it is given and adds that one; the check also builds it with other "
+        "values, such as eps=0.1.",
+        "store it in __init__ (self.eps = eps) and use it in forward: torch.sqrt(variance + self.eps).",
+        output=_layer_norm_mistake(eps=1e-5),
+    ),
     Mistake(
         "no_eps",
         "eps is missing: a token whose features are all equal divides 0 by 0",
@@ -457,6 +535,15 @@ LAYER_NORM_MISTAKES = [
         "after the learned scale comes the learned shift.",
         "add self.bias after multiplying by self.weight.",
         output=_layer_norm_mistake(use_bias=False),
+    ),
+    Mistake(
+        "no_keepdim",
+        "the mean or the variance is taken without keepdim=True, so it no longer lines up with x",
+        "a statistic per token has shape [..., 1], so that it broadcasts over the token's d features; without "
+        "keepdim it has shape [...], which broadcasting lines up with the wrong dimension (or cannot line up at all).",
+        "x.mean(dim=-1, keepdim=True) and x.var(dim=-1, keepdim=True, unbiased=False): both keep a last dimension "
+        "of size 1.",
+        output=_layer_norm_mistake(keepdim=False),
     ),
 ]
 
@@ -562,6 +649,22 @@ ADD_AND_NORM_MISTAKES = [
         "normalise the sum of the two: norm(x + sublayer_output).",
         output=lambda x, sublayer_output, norm: norm(x) + sublayer_output,
     ),
+    Mistake(
+        "norm_argument_unused",
+        "a new LayerNorm is used instead of the `norm` passed in, so its learned weight and bias are lost",
+        "the function receives the block's own LayerNorm, with its learned weight and bias: call that module rather "
+        "than building or computing another normalisation.",
+        "call the module you are given: norm(x + sublayer_output). An nn.LayerNorm(...) (or F.layer_norm) made inside "
+        "the function starts from weight 1 and bias 0 every time and is never trained.",
+        output=lambda x, sublayer_output, norm: F.layer_norm(x + sublayer_output, x.shape[-1:], eps=norm.eps),
+    ),
+    Mistake(
+        "residual_added_twice",
+        "x is added again after the norm: x + norm(x + sublayer_output)",
+        "the residual sum happens once, before the norm; the normalised sum is the output.",
+        "return norm(x + sublayer_output), with nothing added after the norm.",
+        output=lambda x, sublayer_output, norm: x + norm(x + sublayer_output),
+    ),
 ]
 
 
@@ -664,6 +767,23 @@ FFN_MISTAKES = [
         "the 2017 model uses ReLU, max(0, x); GELU came with GPT-1 and BERT (2018).",
         output=_ffn_mistake(hidden_act=F.gelu),
     ),
+    Mistake(
+        "python_max",
+        "Python's built-in max(0, h) is applied to a whole tensor",
+        "the max(0, ·) of the formula is taken element by element; Python's max compares whole objects, and a tensor "
+        "of many values has no single truth value.",
+        "use an element-wise maximum: torch.relu(h), h.clamp(min=0) or torch.maximum(h, torch.zeros_like(h)).",
+        output=_ffn_mistake(hidden_act=lambda hidden: max(0, hidden)),
+    ),
+    Mistake(
+        "residual_inside",
+        "the input is added to the output (x + FFN(x)), but the residual belongs to the block, not to the FFN",
+        "the block's Add & Norm adds x around the FFN; the FFN itself returns down_proj(relu(up_proj(x))) only, or x "
+        "would be added twice.",
+        "return self.down_proj(torch.relu(self.up_proj(x))) without + x: the encoder and decoder blocks add x in "
+        "their Add & Norm.",
+        output=lambda build, x: x + _ffn_variant(build(), x),
+    ),
 ]
 
 
@@ -719,8 +839,12 @@ def _randomise_norms(block: nn.Module) -> None:
                 module.bias.copy_(0.3 * torch.randn_like(module.bias))
 
 
-def _sublayer(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, *, norm_first: bool, residual: bool) -> Tensor:
-    """Post-norm ``norm(x + sublayer(x))`` or pre-norm ``x + sublayer(norm(x))``, with or without the residual."""
+def _sublayer(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, *, norm_first: bool, residual: bool,
+              norm_output: bool = False) -> Tensor:
+    """Post-norm ``norm(x + sublayer(x))`` or pre-norm ``x + sublayer(norm(x))``, with or without the residual;
+    ``norm_output``: ``x + norm(sublayer(x))``, the norm on the sublayer's output alone."""
+    if norm_output:
+        return x + norm(sublayer(x))
     if norm_first:
         out = sublayer(norm(x))
         return x + out if residual else out
@@ -742,15 +866,38 @@ def _encoder_variant(
     use_mask: bool = True,
     order: tuple[str, ...] = ("self_attn", "ffn"),
     swap_norms: bool = False,
+    invert_mask: bool = False,
+    mask_positional: bool = False,
+    norm_output: bool = False,
+    one_norm: bool = False,
+    ffn_residual_from_block_input: bool = False,
 ) -> Tensor:
-    """The reference with one knob turned, computed with the reference block's weights."""
+    """The reference with one knob turned, computed with the reference block's weights.
+
+    ``mask_positional``: the mask passed as ``self_attn(x, mask)``, where attention takes it for the context;
+    ``one_norm``: self_attn_norm after both sublayers; ``ffn_residual_from_block_input``: the FFN's residual adds
+    the block's input instead of the FFN's.
+    """
     attention_mask = mask if use_mask else None
+    if invert_mask and attention_mask is not None:
+        attention_mask = ~attention_mask
     norms = {"self_attn": block.self_attn_norm, "ffn": block.ffn_norm}
     if swap_norms:
         norms = {"self_attn": block.ffn_norm, "ffn": block.self_attn_norm}
-    sublayers = {"self_attn": lambda h: block.self_attn(h, mask=attention_mask), "ffn": block.ffn}
+    if one_norm:
+        norms = {"self_attn": block.self_attn_norm, "ffn": block.self_attn_norm}
+    if mask_positional:
+        attention = lambda h: block.self_attn(h, attention_mask)  # noqa: E731 - the slip itself
+    else:
+        attention = lambda h: block.self_attn(h, mask=attention_mask)  # noqa: E731
+    sublayers = {"self_attn": attention, "ffn": block.ffn}
+    block_input = x
     for name in order:
-        x = _sublayer(x, sublayers[name], norms[name], norm_first=norm_first, residual=name not in no_residual)
+        if ffn_residual_from_block_input and name == "ffn":
+            x = norms[name](block_input + block.ffn(x))
+            continue
+        x = _sublayer(x, sublayers[name], norms[name], norm_first=norm_first, residual=name not in no_residual,
+                      norm_output=norm_output)
     return x
 
 
@@ -803,6 +950,50 @@ ENCODER_MISTAKES = [
         "each sublayer has a norm of its own with its own learned weights, named after the sublayer it follows.",
         "each sublayer has its own norm: self_attn_norm after self-attention, ffn_norm after the FFN.",
         output=_encoder_mistake(swap_norms=True),
+    ),
+    Mistake(
+        "mask_inverted",
+        "the mask is inverted (~mask), as if True meant padding (the convention of torch.nn.MultiheadAttention's "
+        "key_padding_mask)",
+        "in this course True means 'may attend': the mask marks the real tokens, and it reaches attention as it is.",
+        "pass the mask unchanged: self.self_attn(x, mask=mask). PyTorch's key_padding_mask marks padding with True; "
+        "llmcore's masks mark the keys that may be attended to.",
+        output=_encoder_mistake(invert_mask=True),
+    ),
+    Mistake(
+        "mask_passed_as_context",
+        "the mask is passed positionally, self.self_attn(x, mask), so attention takes it as the context (the "
+        "keys and values of cross-attention)",
+        "MultiHeadAttention's second positional argument is the context that cross-attention reads; the mask is "
+        "passed by name.",
+        "attention's signature is forward(x, context=None, mask=None): call self.self_attn(x, mask=mask).",
+        output=_encoder_mistake(mask_positional=True),
+    ),
+    Mistake(
+        "norm_on_sublayer_output",
+        "the norm is applied to the sublayer's output before the residual sum: x + norm(sublayer(x))",
+        "post-norm normalises the sum: the sublayer's output is added to its input first, then the sum goes through "
+        "the norm.",
+        "x = self.self_attn_norm(x + self.self_attn(x, mask=mask)); return self.ffn_norm(x + self.ffn(x)).",
+        output=_encoder_mistake(norm_output=True),
+    ),
+    Mistake(
+        "one_norm_twice",
+        "self_attn_norm is used after both sublayers; ffn_norm is never used",
+        "each sublayer has a norm of its own, with its own learned weights: self_attn_norm after self-attention, "
+        "ffn_norm after the FFN.",
+        "the second Add & Norm uses the FFN's own norm: return self.ffn_norm(x + self.ffn(x)).",
+        output=_encoder_mistake(one_norm=True),
+    ),
+    Mistake(
+        "ffn_residual_from_block_input",
+        "the FFN's residual adds the block's input x instead of the FFN's own input (the output of the first "
+        "Add & Norm)",
+        "each residual carries its own sublayer's input around it; after the first Add & Norm that input is the "
+        "normalised sum, not the block's original x.",
+        "keep one running variable: x = self.self_attn_norm(x + self.self_attn(x, mask=mask)), then "
+        "return self.ffn_norm(x + self.ffn(x)), so that the FFN's input is also what is added back.",
+        output=_encoder_mistake(ffn_residual_from_block_input=True),
     ),
 ]
 
@@ -869,6 +1060,7 @@ def _decoder_variant(
     cross_source: str = "memory",
     swap_masks: bool = False,
     use_self_mask: bool = True,
+    use_cross_mask: bool = True,
 ) -> Tensor:
     """The reference with one knob turned, computed with the reference block's weights.
 
@@ -879,6 +1071,8 @@ def _decoder_variant(
         self_mask, cross_mask = cross_mask, self_mask
     if not use_self_mask:
         self_mask = None
+    if not use_cross_mask:
+        cross_mask = None
     cross = {
         "memory": lambda h: block.cross_attn(h, memory, mask=cross_mask),
         "x": lambda h: block.cross_attn(h, mask=cross_mask),
@@ -969,6 +1163,13 @@ DECODER_MISTAKES = [
         "call self.self_attn(x, mask=self_mask); without the causal mask, training would let each position copy the "
         "token it has to predict.",
         output=_decoder_mistake(use_self_mask=False),
+    ),
+    Mistake(
+        "cross_mask_unused",
+        "the cross_mask is not passed to cross-attention: the target attends to the source's padding",
+        "cross-attention's keys are the source tokens, padding included; cross_mask hides the padded ones.",
+        "call self.cross_attn(x, memory, mask=cross_mask).",
+        output=_decoder_mistake(use_cross_mask=False),
     ),
     Mistake(
         "ffn_before_cross_attention",
