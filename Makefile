@@ -2,7 +2,7 @@
 # what they need; torch is always installed pinned first so no resolver ever pulls a CUDA build.
 # `make lab` is the learner's JupyterLab on course/ (nbgrader's instructor tools hidden, no news
 # prompt, a warning when no Chinese font is installed); `make instructor-lab` keeps every nbgrader
-# tool and opens the repository, or COURSE_DIR=~/your-course-folder (see tools/lab.py).
+# tool and opens the repository, or COURSE_DIR=~/your-course-folder (see grader/lab/launcher.py).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
@@ -38,10 +38,10 @@ install-course: $(VENV)/.course-installed
 install-dev: $(VENV)/.dev-installed
 
 lab: install-course
-	$(PY) tools/lab.py $(LAB_ARGS)
+	$(PY) -m grader.lab $(LAB_ARGS)
 
 instructor-lab: install-course
-	$(PY) tools/lab.py --instructor $(if $(COURSE_DIR),--course-dir "$(COURSE_DIR)") $(LAB_ARGS)
+	$(PY) -m grader.lab --instructor $(if $(COURSE_DIR),--course-dir "$(COURSE_DIR)") $(LAB_ARGS)
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

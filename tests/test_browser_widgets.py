@@ -195,12 +195,12 @@ def lab(tmp_path: Path):
 
 @pytest.fixture
 def learner_lab(tmp_path: Path):
-    """JupyterLab as `make lab` starts it (tools/lab.py), on a copy of course/ch01_transformer, with none
-    of the settings the `lab` fixture writes: what a learner gets must come from tools/lab/ alone."""
+    """JupyterLab as `make lab` starts it (python -m grader.lab), on a copy of course/ch01_transformer, with none
+    of the settings the `lab` fixture writes: what a learner gets must come from grader/lab/settings/ alone."""
     dirs = _jupyter_dirs(tmp_path)
     shutil.copytree(REPO / "course" / "ch01_transformer", dirs["root"] / "ch01_transformer")
     port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, str(REPO / "tools" / "lab.py"), *_server_args(port, token), f"--notebook-dir={dirs['root']}"]
+    command = [sys.executable, "-m", "grader.lab", *_server_args(port, token), f"--notebook-dir={dirs['root']}"]
     with _running_lab(command, _lab_env(dirs), REPO, dirs["root"], tmp_path, port, token) as server:
         yield server
 
@@ -365,10 +365,10 @@ GLYPHS_JS = """(characters) => {
 
 
 def test_make_lab_is_learner_mode(learner_lab: LabServer, tmp_path: Path) -> None:
-    """`make lab` (tools/lab.py): no nbgrader instructor tools, no news prompt, the Validate button, a course
+    """`make lab` (python -m grader.lab): no nbgrader instructor tools, no news prompt, the Validate button, a course
     notebook that is not "modified" once its kernel runs, and Chinese terms drawn as glyphs, not boxes."""
     sys.path.insert(0, str(REPO))
-    from tools.lab import cjk_font_found
+    from grader.lab.launcher import cjk_font_found
 
     expect.set_options(timeout=TIMEOUT_MS)
     screenshots = tmp_path / "screenshots"

@@ -1,4 +1,4 @@
-"""`make lab` / `make instructor-lab` (tools/lab.py): learner mode, the font warning, notebooks that open unmodified.
+"""`make lab` / `make instructor-lab` (python -m grader.lab): learner mode, the font warning, notebooks that open unmodified.
 
 The browser side (menus, news prompt, modified marker, Chinese glyphs) is
 tests/test_browser_widgets.py::test_make_lab_is_learner_mode.
@@ -17,11 +17,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tools/ is not an installed package (`pytest` alone does not put the root on the path)
+from grader.lab import launcher as lab
+from grader.lab.contents import CourseContentsManager, complete_language_info, kernel_language_info
 
-from tools import lab  # noqa: E402
-from tools.lab_contents import CourseContentsManager, complete_language_info, kernel_language_info  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 NBGRADER_PLUGINS = {"menu", "formgrader", "assignment-list", "course-list", "create-assignment", "validate-assignment"}
 
 
@@ -79,10 +78,10 @@ def test_instructor_mode_keeps_nbgrader_and_opens_the_repository_or_a_course_fol
         lab.main(["--instructor", "--course-dir", str(tmp_path / "missing"), "--dry-run"])
 
 
-def test_the_makefile_starts_both_labs_through_tools_lab() -> None:
+def test_the_makefile_starts_both_labs_through_grader_lab() -> None:
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^lab: install-course\n\t\$\(PY\) tools/lab\.py \$\(LAB_ARGS\)$", makefile, re.MULTILINE)
-    assert re.search(r"^instructor-lab: install-course\n\t\$\(PY\) tools/lab\.py --instructor ", makefile, re.MULTILINE)
+    assert re.search(r"^lab: install-course\n\t\$\(PY\) -m grader\.lab \$\(LAB_ARGS\)$", makefile, re.MULTILINE)
+    assert re.search(r"^instructor-lab: install-course\n\t\$\(PY\) -m grader\.lab --instructor ", makefile, re.MULTILINE)
 
 
 # -- the settings --------------------------------------------------------------------------------------

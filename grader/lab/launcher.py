@@ -5,12 +5,12 @@ Formgrader, Create Assignment, the Assignment and Course lists, which need an ex
 self-learner does not have); the Validate button stays. Instructor mode keeps every nbgrader tool
 and opens the repository root, or the course folder given with ``--course-dir`` (where the
 formgrader finds that folder's ``nbgrader_config.py``). Both modes turn off JupyterLab's news prompt
-and update check, and open notebooks without marking them modified (:mod:`tools.lab_contents`).
+and update check, and open notebooks without marking them modified (:mod:`grader.lab.contents`).
 
-Nothing is written anywhere: the settings are folders of this repository (``tools/lab/common``,
-``tools/lab/learner``) put in front of ``JUPYTER_CONFIG_PATH`` for this one server, so a user's own
+Nothing is written anywhere: the settings are folders of this repository (``grader/lab/settings/common``,
+``grader/lab/settings/learner``) put in front of ``JUPYTER_CONFIG_PATH`` for this one server, so a user's own
 Jupyter settings stay as they are (and win over ours where they set the same thing). The server
-runs from the repository root, where it imports :mod:`tools.lab_contents`.
+imports :mod:`grader.lab.contents` (the package is installed by ``make lab``).
 
 On Linux the script first looks for a Chinese (CJK) font and prints a one-line warning when there is
 none: without one, every Chinese term of the notebooks shows as boxes in a browser on this machine.
@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-SETTINGS = Path(__file__).resolve().parent / "lab"
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = Path(__file__).resolve().parent / "settings"
 COMMON = SETTINGS / "common"  # both modes: no news prompt, no update check, notebooks open unmodified
 LEARNER = SETTINGS / "learner"  # learner mode: nbgrader's instructor tools hidden
 
@@ -112,10 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"JUPYTER_CONFIG_PATH={env['JUPYTER_CONFIG_PATH']}")
         print(" ".join(command))
         return 0
-    os.chdir(REPO)  # `python -m jupyterlab` puts the working folder on sys.path: tools.lab_contents imports
     os.execve(command[0], command, env)
     return 0  # not reached
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Helpers of the Makefile (not part of the llmcore or grader packages)."""
