@@ -56,6 +56,21 @@ def last_column_kept(tgt):
     return tgt, tgt[:, 1:]
 
 
+def rows_sliced(tgt):
+    return tgt[:-1], tgt[1:]
+
+
+def shifted_with_roll(tgt):
+    labels = torch.roll(tgt, shifts=-1, dims=1)   # "shift left by one"
+    return tgt, labels
+
+
+def padding_labels_as_minus_100(tgt):
+    labels = tgt[:, 1:].clone()
+    labels[labels == 0] = -100   # as Hugging Face's data collators do
+    return tgt[:, :-1], labels
+
+
 def teacher_forcing_by_narrowing(tgt):
     length = tgt.size(1) - 1
     return tgt.narrow(1, 0, length).clone(), tgt.narrow(1, 1, length).clone()
@@ -317,6 +332,23 @@ def summed(logits, targets, smoothing, ignore_index):
     return ((1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1))[keep].sum()
 
 
+def smoothing_summed(logits, targets, smoothing, ignore_index):
+    log_probs = logits.log_softmax(dim=-1)
+    keep = targets != ignore_index
+    nll = -log_probs.gather(-1, targets.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
+    smooth = -log_probs.sum(dim=-1)
+    return ((1 - smoothing) * nll + smoothing * smooth)[keep].mean()
+
+
+def padding_masked_in_nll_only(logits, targets, smoothing, ignore_index):
+    log_probs = logits.log_softmax(dim=-1)
+    keep = targets != ignore_index
+    nll = -log_probs.gather(-1, targets.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
+    nll = nll * keep   # padding removed from the cross-entropy…
+    smooth = -log_probs.mean(dim=-1)   # …but not from the smoothing term
+    return ((1 - smoothing) * nll + smoothing * smooth).sum() / keep.sum()
+
+
 def softmax_over_dim_one(logits, targets, smoothing, ignore_index):
     log_probs = logits.log_softmax(dim=1)
     keep = targets != ignore_index
@@ -330,7 +362,7 @@ def softmax_over_dim_one(logits, targets, smoothing, ignore_index):
 
 
 def make_greedy(*, keep_start=False, position=-1, pad_after_end=True, stop_when="all", end_becomes_pad=False,
-                reencode=False):
+                reencode=False, overwrite_done=False):
     """Greedy decoding as a learner writes it; the keyword arguments reproduce the known mistakes."""
 
     @torch.no_grad()
@@ -348,7 +380,7 @@ def make_greedy(*, keep_start=False, position=-1, pad_after_end=True, stop_when=
             if pad_after_end:
                 next_token = torch.where(done, torch.full_like(next_token, pad_id), next_token)
             tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-            done = done | (next_token == eos_id)
+            done = (next_token == eos_id) if overwrite_done else done | (next_token == eos_id)
             if (stop_when == "all" and done.all()) or (stop_when == "any" and done.any()):
                 break
         return tokens if keep_start else tokens[:, 1:]
@@ -373,11 +405,71 @@ def greedy_decode_with_a_list(model, src_ids, bos_id, eos_id, pad_id, max_new_to
     return torch.stack(columns[1:], dim=1) if len(columns) > 1 else torch.empty(batch, 0, dtype=torch.long)
 
 
+@torch.no_grad()
+def greedy_decode_calling_forward(model, src_ids, bos_id, eos_id, pad_id, max_new_tokens):
+    """Calls the whole model at every step (the source is encoded again each time: slower, the same result)."""
+    tokens = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
+    finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        next_token = model(src_ids, tokens)[:, -1].argmax(-1)
+        next_token[finished] = pad_id
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return tokens[:, 1:]
+
+
+@torch.no_grad()
+def greedy_decode_not_fed_back(model, src_ids, bos_id, eos_id, pad_id, max_new_tokens):
+    memory = model.encode(src_ids)
+    start = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
+    generated, finished = [], torch.zeros(src_ids.shape[0], dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        next_token = model.decode(start, memory, src_ids)[:, -1].argmax(-1)   # `start` never grows
+        next_token = next_token.masked_fill(finished, pad_id)
+        generated.append(next_token)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return torch.stack(generated, dim=1)
+
+
+@torch.no_grad()
+def greedy_decode_counting_the_start_token(model, src_ids, bos_id, eos_id, pad_id, max_new_tokens):
+    memory = model.encode(src_ids)
+    tokens = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
+    finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+    while tokens.shape[1] < max_new_tokens:
+        next_token = model.decode(tokens, memory, src_ids)[:, -1].argmax(-1)
+        next_token = next_token.masked_fill(finished, pad_id)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return tokens[:, 1:]
+
+
+@torch.no_grad()
+def greedy_decode_argmax_dim_one(model, src_ids, bos_id, eos_id, pad_id, max_new_tokens):
+    memory = model.encode(src_ids)
+    tokens = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
+    finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        next_token = model.decode(tokens, memory, src_ids).argmax(dim=1)[:, -1]
+        next_token = next_token.masked_fill(finished, pad_id)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return tokens[:, 1:]
+
+
 CORRECT = {
     "teacher_forcing_batch": [teacher_forcing_batch, teacher_forcing_by_narrowing],
     "seq2seq_transformer": [Seq2Seq, CausalOnlySelfMask],
     "label_smoothed_cross_entropy": [smoothed_loss, smoothed_loss_with_a_target_distribution],
-    "greedy_decode": [make_greedy(), make_greedy(reencode=True), greedy_decode_with_a_list],
+    "greedy_decode": [make_greedy(), make_greedy(reencode=True), greedy_decode_with_a_list, greedy_decode_calling_forward],
 }
 
 MISTAKES = {
@@ -386,6 +478,9 @@ MISTAKES = {
         "not_shifted": not_shifted,
         "start_token_dropped": start_token_replaced_by_padding,
         "lengths_differ": last_column_kept,
+        "batch_dim_sliced": rows_sliced,
+        "rolled": shifted_with_roll,
+        "padding_labels_replaced": padding_labels_as_minus_100,
     },
     "seq2seq_transformer": {
         "encoder_no_padding_mask": EncoderWithoutPaddingMask,
@@ -413,6 +508,8 @@ MISTAKES = {
         "target_full_weight": target_keeps_full_weight,
         "summed": summed,
         "softmax_wrong_dim": softmax_over_dim_one,
+        "smoothing_summed_over_classes": smoothing_summed,
+        "smoothing_term_includes_padding": padding_masked_in_nll_only,
     },
     "greedy_decode": {
         "start_token_kept": make_greedy(keep_start=True),
@@ -422,5 +519,8 @@ MISTAKES = {
         "end_token_padded": make_greedy(end_becomes_pad=True),
         "stops_at_first_end": make_greedy(stop_when="any"),
         "runs_to_max_new_tokens": make_greedy(stop_when="never"),
+        "one_token_short": greedy_decode_counting_the_start_token,
+        "argmax_over_positions": greedy_decode_argmax_dim_one,
+        "finished_overwritten": make_greedy(overwrite_done=True),
     },
 }

@@ -111,6 +111,25 @@ def test_pe_any_other_base_is_diagnosed(base: float) -> None:
     assert "Diagnosis: the wavelengths use a base other than 10000." in message, message
 
 
+def pe_multiplied(n_positions, d_model, dtype=torch.float32):
+    position = torch.arange(n_positions, dtype=dtype).unsqueeze(1)
+    angles = position * 10000 ** (torch.arange(0, d_model, 2, dtype=dtype) / d_model)
+    encoding = torch.zeros(n_positions, d_model, dtype=dtype)
+    encoding[:, 0::2], encoding[:, 1::2] = torch.sin(angles), torch.cos(angles)
+    return encoding
+
+
+@pytest.mark.parametrize("computed_in", [None, torch.float64])
+def test_pe_inverted_frequencies_are_named_whatever_the_precision(computed_in: torch.dtype | None) -> None:
+    """pos · 10000^(2i/d) reaches angles of tens of thousands, where a float32 result differs from the float64
+    variant by about 1e-3: it is named all the same (case 1 is float32)."""
+    def learner(n_positions, d_model, dtype=torch.float32):
+        return pe_multiplied(n_positions, d_model, computed_in or dtype).to(dtype)
+
+    message = failure_message(checks.check_sinusoidal_position_encoding, learner)
+    assert "case 1 of 4" in message and "Diagnosis: the position is multiplied by 10000^(2i/d_model)" in message, message
+
+
 def test_pe_float32_computation_passes_float32_and_is_named_on_float64() -> None:
     message = failure_message(checks.check_sinusoidal_position_encoding, pe_float32_then_cast)
     assert "case 2 of 4" in message and "dtype=torch.float64" in message, message
@@ -145,6 +164,30 @@ def test_layer_norm_ignoring_the_eps_argument_fails_on_that_case() -> None:
 
     message = failure_message(checks.check_layer_norm, FixedEps)
     assert "case 5 of 5" in message and "eps=0.1" in message, message
+    # On that float32 case a fixed 1e-5 and no eps at all give the same numbers: the fixed eps is named.
+    assert "Diagnosis: the eps given to the constructor is not used" in message, message
+
+
+def test_layer_norm_a_negligible_fixed_eps_reads_as_no_eps() -> None:
+    """eps = 1e-12 (BERT's) in place of the argument is, on float64 data of unit spread, no eps at all."""
+    class BertEps(LayerNorm):
+        def __init__(self, d_model, eps=1e-5):
+            super().__init__(d_model, eps=1e-12)
+
+    message = failure_message(checks.check_layer_norm, BertEps)
+    assert "case 1 of 5" in message and "Diagnosis: eps is missing" in message, message
+
+
+def test_layer_norm_keepdim_missing_on_the_variance_only_is_named() -> None:
+    class VarianceWithoutKeepdim(LayerNorm):
+        def forward(self, x):
+            mean = x.mean(dim=-1, keepdim=True)
+            variance = ((x - mean) ** 2).mean(dim=-1)
+            return (x - mean) / torch.sqrt(variance + self.eps) * self.weight + self.bias
+
+    message = failure_message(checks.check_layer_norm, VarianceWithoutKeepdim)
+    assert "raised an error on case 1 of 5" in message, message
+    assert "Diagnosis: the mean or the variance is taken without keepdim=True" in message, message
 
 
 def test_layer_norm_gradients_of_the_parameters_are_checked() -> None:

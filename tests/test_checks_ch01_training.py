@@ -17,6 +17,7 @@ from grader.checks.ch01 import training as checks
 from grader.checks.framework import CheckFailure
 from learners_ch01_training import (
     Seq2Seq,
+    greedy_decode_not_fed_back,
     log_of_softmax,
     make_greedy,
     not_shifted_full_length,
@@ -36,6 +37,13 @@ def test_teacher_forcing_full_length_copy_is_not_shifted_on_the_first_case() -> 
     with pytest.raises(CheckFailure) as info:
         checks.check_teacher_forcing_batch(not_shifted_full_length)
     assert info.value.mistake_id == "not_shifted" and info.value.case_number == 1, str(info.value)
+
+
+def test_teacher_forcing_roll_to_the_right_is_named_too() -> None:
+    """"Shifted right" read literally: the decoder input is tgt rolled right, the labels tgt itself."""
+    with pytest.raises(CheckFailure) as info:
+        checks.check_teacher_forcing_batch(lambda tgt: (torch.roll(tgt, 1, dims=1), tgt))
+    assert info.value.mistake_id == "rolled" and info.value.case_number == 1, str(info.value)
 
 
 def test_teacher_forcing_errors_name_the_case() -> None:
@@ -253,6 +261,23 @@ def test_rows_end_after_their_source_length(hidden: bool) -> None:
         assert len(set(ends.tolist())) == len(ends)
 
 
+def test_greedy_tokens_not_fed_back_read_as_the_first_position() -> None:
+    """Decoding only [<s>] at every step gives what reading logits[:, 0] gives (a causal decoder's first position
+    sees <s> alone): one diagnosis names both."""
+    with pytest.raises(CheckFailure) as info:
+        checks.check_greedy_decode(greedy_decode_not_fed_back)
+    assert info.value.mistake_id == "first_position", str(info.value)
+    assert "never fed back to the decoder" in str(info.value)
+
+
+def test_greedy_models_can_be_called_like_modules() -> None:
+    """A learner may call model(src_ids, tokens) at every step; the scripted models answer like an nn.Module."""
+    for case in checks.GREEDY_DECODE.build_cases(hidden=True):
+        model, src = case.args
+        tokens = torch.full((src.shape[0], 2), BOS)
+        assert torch.equal(model(src, tokens), model.decode(tokens, model.encode(src), src))
+
+
 def test_greedy_random_models_differ_between_cases() -> None:
     cases = checks.GREEDY_DECODE.build_cases(hidden=True)
     models = [case.args[0] for case in cases if not isinstance(case.args[0], checks._ScriptedModel)]
@@ -313,6 +338,21 @@ class TrainedOnSwappedTeacherForcing(nn.Module):
         return 8.0 * F.one_hot(previous, self.vocab_size).float()
 
 
+class TrainedWithoutShift(nn.Module):
+    """What train_step learns when teacher_forcing_batch returns the same columns twice: to copy the token it
+    reads. Its loss is low; greedy decoding repeats <s> and reverses nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vocab_size = ToySeq2SeqTask().vocab_size
+
+    def encode(self, src_ids):
+        return src_ids
+
+    def decode(self, tgt_ids, memory, src_ids):
+        return 8.0 * F.one_hot(tgt_ids, self.vocab_size).float()
+
+
 def test_trained_model_passes_when_it_reverses() -> None:
     checks.check_trained_model(ReversingOracle())  # raises CheckFailure when wrong
     checks.check_trained_model(ReversingOracle(), hidden=True)  # raises CheckFailure when wrong
@@ -336,6 +376,17 @@ def test_trained_model_with_swapped_input_and_labels_is_diagnosed() -> None:
     assert "reverses 0.0% of 256" in message
     assert "decoder input and the labels may be swapped in train_step" in message
     assert "decoder_input, labels = teacher_forcing_batch(tgt)" in message
+
+
+def test_trained_model_without_the_shift_gets_the_hint_that_names_it() -> None:
+    """Not a diagnosis: an untrained model with a tied output copies the token it reads just as well (its loss
+    reading labels equal to the input is 0.004–0.08 at d_model 64–128, a copy-trained one's about 0.09), so only
+    the hint can point at the missing shift."""
+    with pytest.raises(CheckFailure) as info:
+        checks.check_trained_model(TrainedWithoutShift())
+    message = str(info.value)
+    assert info.value.mistake_id == "low_accuracy", message
+    assert "teacher_forcing_batch passes its check" in message and "only learns to copy the token it reads" in message
 
 
 def test_an_untrained_model_is_not_called_swapped() -> None:

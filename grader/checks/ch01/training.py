@@ -78,6 +78,19 @@ def _lengths_differ(got: object, expected: object) -> bool:
     return _is_pair_of_tensors(got) and got[0].shape != got[1].shape
 
 
+def _rolled(got: object, expected: object) -> bool:
+    """torch.roll instead of slicing: (tgt, tgt rolled left) or (tgt rolled right, tgt), full length."""
+    if not _is_pair_of_tensors(got) or not _is_pair_of_tensors(expected):
+        return False
+    expected_input, expected_labels = expected
+    tgt = torch.cat([expected_input, expected_labels[:, -1:]], dim=1)
+    decoder_input, labels = got
+    if decoder_input.shape != tgt.shape or labels.shape != tgt.shape:
+        return False
+    return (bool(torch.equal(decoder_input, tgt)) and bool(torch.equal(labels, tgt.roll(-1, dims=1)))) or (
+        bool(torch.equal(decoder_input, tgt.roll(1, dims=1))) and bool(torch.equal(labels, tgt)))
+
+
 TEACHER_FORCING_MISTAKES = [
     Mistake(
         "shift_reversed",
@@ -114,6 +127,29 @@ TEACHER_FORCING_MISTAKES = [
         "drop one column from each end: the decoder input loses the last column, the labels the first, so "
         "both are [B, T-1] and position t of one lines up with position t of the other.",
         detect=_lengths_differ,
+    ),
+    Mistake(
+        "batch_dim_sliced",
+        "the rows (the batch dimension) are sliced instead of the columns: tgt[:-1] and tgt[1:]",
+        "the shift runs along time, dimension 1; every row stays a whole target sentence.",
+        "slice the second dimension: decoder_input = tgt[:, :-1], labels = tgt[:, 1:].",
+        output=lambda tgt: (tgt[:-1], tgt[1:]),
+    ),
+    Mistake(
+        "rolled",
+        "the shift is done with torch.roll, which wraps a token around from one end to the other and drops nothing",
+        "the shift drops one column at each end (the decoder input loses the last one, the labels the first); roll "
+        "keeps every column and moves one around to the other end.",
+        "slice instead of rolling: decoder_input = tgt[:, :-1], labels = tgt[:, 1:].",
+        detect=_rolled,
+    ),
+    Mistake(
+        "padding_labels_replaced",
+        "the padding in the labels is replaced by -100 (the convention of Hugging Face's trainers)",
+        "here the loss leaves out pad_id itself (ignore_index=pad_id), so the labels keep <pad> as it is.",
+        "return tgt[:, 1:] unchanged: train_step passes ignore_index=pad_id to the loss, which already leaves the "
+        "<pad> labels out.",
+        output=lambda tgt: (tgt[:, :-1], tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD, -100)),
     ),
 ]
 
@@ -463,12 +499,14 @@ def _loss_variant(
     target_weight: str = "1-eps",
     reduction: str = "mean",
     class_dim: int = -1,
+    smoothing_over_padding: bool = False,
 ) -> Tensor:
     """The reference with one knob turned: each known mistake is one setting of these arguments.
 
     ``smoothing_over`` says which classes share ε: ``"all"`` V classes (torch, this course), ``"others"``
     the V−1 wrong ones, ``"non_pad_others"`` the V−2 that are neither right nor padding (the Annotated
-    Transformer), ``"non_pad"`` the V−1 that are not padding.
+    Transformer), ``"non_pad"`` the V−1 that are not padding, ``"sum"`` ε to every class (the 1/V forgotten).
+    ``smoothing_over_padding``: padded positions are left out of the target term only.
     """
     n_classes = logits.shape[-1]
     pad_is_a_class = 0 <= ignore_index < n_classes
@@ -484,6 +522,8 @@ def _loss_variant(
     nll = -(log_probs * one_hot).sum(-1)
     if smoothing_over == "all":
         share = torch.full_like(one_hot, 1.0 / n_classes)
+    elif smoothing_over == "sum":
+        share = torch.ones_like(one_hot)
     elif smoothing_over == "others":
         share = (1.0 - one_hot) / (n_classes - 1)
     elif not pad_is_a_class:
@@ -497,7 +537,10 @@ def _loss_variant(
             share = not_pad.expand_as(one_hot) / (n_classes - 1)
     smooth = -(log_probs * share).sum(-1)
     target_coefficient = 1.0 - smoothing if target_weight == "1-eps" else 1.0
-    per_token = (target_coefficient * nll + smoothing * smooth) * keep
+    if smoothing_over_padding:
+        per_token = target_coefficient * nll * keep + smoothing * smooth
+    else:
+        per_token = (target_coefficient * nll + smoothing * smooth) * keep
     if reduction == "sum":
         return per_token.sum()
     count = keep.sum() if denominator == "real" else torch.tensor(targets.numel())
@@ -588,6 +631,22 @@ LOSS_MISTAKES = [
         "the classes are the last dimension: torch.log_softmax(logits, dim=-1).",
         output=_loss_mistake(class_dim=-2),
     ),
+    Mistake(
+        "smoothing_summed_over_classes",
+        "the smoothing term sums −log p over the V classes instead of averaging it (ε·Σ instead of ε/V·Σ)",
+        "the smoothed target gives each class ε/V, so the smoothing term is ε times the mean of −log p over the "
+        "classes.",
+        "smoothing * (-log_probs).mean(dim=-1), or (smoothing / V) * (-log_probs).sum(dim=-1).",
+        output=_loss_mistake(smoothing_over="sum"),
+    ),
+    Mistake(
+        "smoothing_term_includes_padding",
+        "padding is left out of the −log p[target] term but not out of the smoothing term",
+        "a padded position contributes nothing at all: both terms of its loss are dropped, not only the target's.",
+        "multiply the whole per-token loss, (1 − ε)·nll + ε·smooth, by keep before summing (or index both with "
+        "[keep]).",
+        output=_loss_mistake(smoothing_over_padding=True),
+    ),
 ]
 
 
@@ -676,6 +735,10 @@ class _ScriptedModel:
             raise ValueError(f"the decoder input is {length} tokens long; max_new_tokens allows at most {self.script.shape[1]}")
         return 5.0 * F.one_hot(self.script[:, :length], self.vocab_size).double()
 
+    def __call__(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
+        """forward, as an nn.Module has it: a learner may call model(src, tokens) at every step."""
+        return self.decode(tgt_ids, self.encode(src_ids), src_ids)
+
     def __repr__(self) -> str:
         return "scripted model"
 
@@ -704,18 +767,30 @@ def _greedy_variant(
     stop: str = "all",
     position: int = -1,
     pad_the_end_token: bool = False,
+    extra_steps: int = 0,
+    argmax_over_positions: bool = False,
+    accumulate_finished: bool = True,
 ) -> Tensor:
-    """The reference with one knob turned. ``stop``: "all" rows finished, "any" row finished, "never"."""
+    """The reference with one knob turned. ``stop``: "all" rows finished, "any" row finished, "never";
+    ``extra_steps``: at most max_new_tokens + extra_steps steps; ``argmax_over_positions``: argmax(dim=1) of the
+    [B, T, V] logits, then the last column; ``accumulate_finished=False``: ``finished = next_token == eos_id``."""
     memory = model.encode(src_ids)
     tokens = torch.full((src_ids.shape[0], 1), bos_id, dtype=torch.long)
     finished = torch.zeros(src_ids.shape[0], dtype=torch.bool)
-    for _ in range(max_new_tokens):
-        next_token = model.decode(tokens, memory, src_ids)[:, position].argmax(dim=-1)
+    for _ in range(max_new_tokens + extra_steps):
+        logits = model.decode(tokens, memory, src_ids)
+        if argmax_over_positions:
+            next_token = logits.argmax(dim=1)[:, -1]
+        else:
+            next_token = logits[:, position].argmax(dim=-1)
         ends = next_token == eos_id
         if pad_after_end:
             next_token = next_token.masked_fill(finished | ends if pad_the_end_token else finished, pad_id)
         tokens = torch.cat([tokens, next_token.unsqueeze(1)], dim=1)
-        finished |= ends
+        if accumulate_finished:
+            finished |= ends
+        else:
+            finished = next_token == eos_id
         if (stop == "all" and bool(finished.all())) or (stop == "any" and bool(finished.any())):
             break
     return tokens if keep_start else tokens[:, 1:]
@@ -735,10 +810,12 @@ GREEDY_MISTAKES = [
     ),
     Mistake(
         "first_position",
-        "every step decodes from the first position (logits[:, 0]) instead of the last",
+        "every step predicts from the start token alone: either logits[:, 0] is read instead of logits[:, -1], or "
+        "the generated tokens are never fed back to the decoder",
         "the prediction for the next token comes from the newest position, the one that has read every token "
-        "so far.",
-        "the prediction for the next token sits at the last position of the decoder input: logits[:, -1].",
+        "so far: the decoder reads the whole sequence generated so far, and its last position is used.",
+        "append each new column to tokens (torch.cat) and decode tokens at every step; the prediction for the next "
+        "token sits at the last position of the decoder input: logits[:, -1].",
         output=_greedy_mistake(position=0),
     ),
     Mistake(
@@ -778,6 +855,29 @@ GREEDY_MISTAKES = [
         "break out of the loop once finished.all(): the output may be shorter than max_new_tokens.",
         output=_greedy_mistake(stop="never"),
     ),
+    Mistake(
+        "one_token_short",
+        "one token fewer than max_new_tokens is generated: the start token is counted",
+        "max_new_tokens counts the generated tokens only; the <s> column does not count.",
+        "loop for _ in range(max_new_tokens), or while tokens.shape[1] < max_new_tokens + 1 (tokens holds <s> too).",
+        output=_greedy_mistake(extra_steps=-1),
+    ),
+    Mistake(
+        "argmax_over_positions",
+        "argmax runs over the positions (dim=1 of the [B, T, V] logits) instead of over the vocabulary",
+        "the next token is the most probable entry of the vocabulary at the last position: the argmax runs over the "
+        "last dimension, V.",
+        "take the last position first, then the argmax over the vocabulary: logits[:, -1].argmax(dim=-1).",
+        output=_greedy_mistake(argmax_over_positions=True),
+    ),
+    Mistake(
+        "finished_overwritten",
+        "`finished` is overwritten at each step (finished = next_token == eos_id), so a row comes back to life "
+        "after its </s>",
+        "a row that has ended stays ended: the flags of earlier steps are kept and the rows ending now are added.",
+        "accumulate: finished |= next_token == eos_id (or finished = finished | (next_token == eos_id)).",
+        output=_greedy_mistake(accumulate_finished=False),
+    ),
 ]
 
 
@@ -807,6 +907,10 @@ class _EndsAfterSourceLength:
         end_bonus = torch.zeros_like(logits)
         end_bonus[..., EOS] = torch.where(produced >= source_length, 1e3, -1e3).to(logits.dtype)
         return logits + end_bonus
+
+    def __call__(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
+        """forward, as an nn.Module has it: a learner may call model(src, tokens) at every step."""
+        return self.decode(tgt_ids, self.encode(src_ids), src_ids)
 
 
 def _greedy_cases(random: CaseRandom, hidden: bool) -> list[Case]:
@@ -963,8 +1067,9 @@ def check_trained_model(model: nn.Module | None, *, hidden: bool = False) -> Non
                 "at the end, train longer (more steps). If it stalls near log(V) ≈ "
                 f"{math.log(task.vocab_size):.2f}, check train_step: teacher_forcing_batch, the loss's ignore_index "
                 "and zero_grad before backward. If it is low but almost nothing comes out right, check that "
-                "train_step uses teacher_forcing_batch's outputs in order: the decoder reads decoder_input, the "
-                "loss compares with labels.",
+                "teacher_forcing_batch passes its check (the labels are one step ahead of the decoder input; "
+                "without the shift the model only learns to copy the token it reads) and that train_step uses its "
+                "outputs in order: the decoder reads decoder_input, the loss compares with labels.",
             ]
             mistake_id = "low_accuracy"
         raise CheckFailure(
