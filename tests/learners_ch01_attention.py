@@ -139,11 +139,11 @@ def causal_plain_tril(b, h, q_idx, kv_idx):
     return torch.ones(q_idx.shape[-2], kv_idx.shape[-1], dtype=torch.bool).tril()
 
 
-def padding_mask(token_ids, pad_id):
+def dense_padding_mask(token_ids, pad_id):
     return (token_ids != pad_id)[:, None, None, :]
 
 
-def padding_mask_unsqueezed(token_ids, pad_id):
+def dense_padding_mask_unsqueezed(token_ids, pad_id):
     return token_ids.ne(pad_id).unsqueeze(1).unsqueeze(2)
 
 
@@ -304,7 +304,7 @@ class IgnoresMask(LearnerMHA):
 CORRECT = {
     "scaled_dot_product_attention": [sdpa, sdpa_einsum],
     "causal_mask_mod": [causal_mask_mod, causal_by_indexing, lambda b, h, q_idx, kv_idx: (q_idx - kv_idx) >= 0],
-    "padding_mask": [padding_mask, padding_mask_unsqueezed],
+    "dense_padding_mask": [dense_padding_mask, dense_padding_mask_unsqueezed],
     "decoder_self_attention_mask": [decoder_self_attention_mask, decoder_mask_with_mask_mods],
     "split_heads": [split_heads, split_heads_unflatten],
     "merge_heads": [merge_heads, merge_heads_cat],
@@ -332,7 +332,7 @@ MISTAKES = {
         "inverted": lambda b, h, q_idx, kv_idx: kv_idx > q_idx,
         "ignores_query_offset": causal_plain_tril,
     },
-    "padding_mask": {
+    "dense_padding_mask": {
         "inverted": lambda ids, pad_id: (ids == pad_id)[:, None, None, :],
         "pad_id_hard_coded": lambda ids, pad_id: (ids != 0)[:, None, None, :],
         "shape_b_s": lambda ids, pad_id: ids != pad_id,

@@ -135,14 +135,14 @@ def test_causal_delegation_through_torch_is_refused() -> None:
 
 
 def test_padding_hard_coded_zero_is_caught_only_by_a_nonzero_pad_id() -> None:
-    message = failure_message(checks.check_padding_mask, lambda ids, pad_id: (ids != 0)[:, None, None, :])
+    message = failure_message(checks.check_dense_padding_mask, lambda ids, pad_id: (ids != 0)[:, None, None, :])
     assert "case 2 of 4 (B=3, S=7, pad_id=1" in message
 
 
 def test_wrong_return_types_get_a_sentence() -> None:
     assert "got None: is the `return` statement missing?" in failure_message(
-        checks.check_padding_mask, lambda ids, pad_id: None)
-    message = failure_message(checks.check_padding_mask, lambda ids, pad_id: (ids != pad_id).tolist())
+        checks.check_dense_padding_mask, lambda ids, pad_id: None)
+    message = failure_message(checks.check_dense_padding_mask, lambda ids, pad_id: (ids != pad_id).tolist())
     assert "got a Python list of 2 item(s)" in message and "tensor operations" in message
     assert "expected 2 returned values (output, weights), got a tensor" in failure_message(
         checks.check_scaled_dot_product_attention, lambda q, k, v, mask=None: sdpa(q, k, v, mask)[0])

@@ -27,14 +27,14 @@ from ..spec import Exercise, ModuleExercise, register
 __all__ = [
     "SCALED_DOT_PRODUCT_ATTENTION",
     "CAUSAL_MASK_MOD",
-    "PADDING_MASK",
+    "DENSE_PADDING_MASK",
     "DECODER_SELF_ATTENTION_MASK",
     "SPLIT_HEADS",
     "MERGE_HEADS",
     "MULTI_HEAD_ATTENTION",
     "check_scaled_dot_product_attention",
     "check_causal_mask_mod",
-    "check_padding_mask",
+    "check_dense_padding_mask",
     "check_decoder_self_attention_mask",
     "check_split_heads",
     "check_merge_heads",
@@ -479,9 +479,10 @@ def _padding_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     return cases
 
 
-# fn(token_ids [B, S], pad_id) -> [B, 1, 1, S] boolean, True at real tokens.
-PADDING_MASK = register(Exercise(
-    id="padding_mask",
+# fn(token_ids [B, S], pad_id) -> [B, 1, 1, S] boolean, True at real tokens: the tensor of the rule
+# llmcore.padding_mask (a mask_mod), hence "dense".
+DENSE_PADDING_MASK = register(Exercise(
+    id="dense_padding_mask",
     syllabus=("T03",),
     reference=_padding_reference,
     cases=_padding_cases,
@@ -491,7 +492,7 @@ PADDING_MASK = register(Exercise(
     output_names=("mask",),
     fallback_hint="(token_ids != pad_id) is [B, S] and True at real tokens; reshape it to [B, 1, 1, S].",
 ))
-check_padding_mask = PADDING_MASK.check
+check_dense_padding_mask = DENSE_PADDING_MASK.check
 
 
 def _decoder_mask_variant(
