@@ -265,3 +265,25 @@ def test_checks_run_under_cprofile() -> None:
     finally:
         profiler.disable()
     assert after == 3 and profiler.getstats()
+
+
+class DropoutAlwaysOn(LearnerMHA):
+    def forward(self, x, context=None, mask=None):
+        return torch.nn.functional.dropout(super().forward(x, context, mask), p=0.1)
+
+
+class ScaleAsBuffer(LearnerMHA):
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        self.register_buffer("scale", torch.tensor(d_model / n_heads) ** -0.5)
+
+
+def test_dropout_left_on_in_eval_mode_is_named() -> None:
+    with pytest.raises(CheckFailure) as info:
+        checks.check_multi_head_attention(DropoutAlwaysOn)
+    assert info.value.mistake_id == "random_in_eval" and "training=self.training" in str(info.value)
+
+
+def test_a_persistent_buffer_is_explained() -> None:
+    message = failure_message(checks.check_multi_head_attention, ScaleAsBuffer)
+    assert "unexpected: scale" in message and "persistent=False" in message

@@ -263,6 +263,15 @@ def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[s
     return sentences
 
 
+def _unexpected_buffers(learner_module: nn.Module, unexpected: list[str]) -> list[str]:
+    buffers = dict(learner_module.named_buffers())
+    return [
+        f"`{key}` is a registered buffer, so it is saved with the weights, but the reference saves no such entry: "
+        f"register it with persistent=False (or keep a plain Python number)."
+        for key in unexpected if key in buffers
+    ]
+
+
 def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module, *,
                            exercise_id: str | None = None) -> None:
     """Copy the reference's weights into the learner's module so both compute with the same numbers.
@@ -290,7 +299,7 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
         if unexpected:
             lines.append(f"    unexpected: {', '.join(unexpected)}")
         lines += [f"    wrong shape: {m}" for m in misshaped]
-        causes = _structure_problems(learner_module, missing)
+        causes = _structure_problems(learner_module, missing) + _unexpected_buffers(learner_module, unexpected)
         if causes:
             lines += [f"Diagnosis: {cause}" for cause in causes]
         else:

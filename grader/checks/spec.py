@@ -378,6 +378,7 @@ class Exercise:
             expected = run.run_reference(reference_args, reference_params)
             problem = describe_mismatch(expected, got, self.output_names)
             if problem:
+                self._refuse_randomness(run, got, where, number, watcher)
                 raise self._failure(f"✘ {self.title} is wrong on {where}:", [f"    {problem}"],
                                     self._diagnose(run, expected, got), number)
             if case.check_gradients:
@@ -401,6 +402,23 @@ class Exercise:
             raise self._error_failure(run, error, args, where, number) from None
         self._refuse_delegation(watcher, number)
         return result
+
+    def _refuse_randomness(self, run: _CaseRun, got: Output, where: str, number: int, watcher: DelegationWatch) -> None:
+        """A wrong output that changes from one call to the next comes from randomness left on (dropout)."""
+        args, params = run.learner_inputs()
+        try:
+            again = self._run_learner(run, args, params, where, number, watcher)
+        except CheckFailure:
+            return
+        if not outputs_match(got, again):
+            raise CheckFailure(
+                f"✘ {self.title} gives different results on two calls with the same inputs ({where}).\n"
+                "Diagnosis: something random is on, most likely dropout while the model is in eval mode.\n"
+                "Idea: the check runs your code in eval mode, where dropout must do nothing.\n"
+                "Hint: use an nn.Dropout module (it follows .train()/.eval()), or F.dropout(x, p, "
+                "training=self.training); F.dropout's own default is training=True.",
+                exercise=self.id, mistake_id="random_in_eval", case_number=number,
+            )
 
     def _refuse_delegation(self, watcher: DelegationWatch, number: int) -> None:
         if watcher.calls:
