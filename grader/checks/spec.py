@@ -192,6 +192,9 @@ class _CaseRun:
     def argument_names(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
         return _argument_names(self.learner, args, kwargs)
 
+    def forget_learner(self) -> None:
+        """Start the next learner call from scratch (a module exercise builds a new module)."""
+
 
 class _ModuleCaseRun(_CaseRun):
     """A case of a module exercise: the reference module is built once from a seed; the learner's
@@ -241,6 +244,9 @@ class _ModuleCaseRun(_CaseRun):
         module.to(self.dtype)
         load_reference_weights(self.spec.title, module, self.reference_module, exercise_id=self.spec.id)
         return module.train(self.spec.train_mode)
+
+    def forget_learner(self) -> None:
+        self._learner_module = None
 
     def learner_module(self) -> nn.Module:
         if self._learner_module is None:
@@ -406,6 +412,7 @@ class Exercise:
     def _refuse_randomness(self, run: _CaseRun, got: Output, where: str, number: int, watcher: DelegationWatch) -> None:
         """A wrong output that changes from one call to the next comes from randomness left on (dropout)."""
         args, params = run.learner_inputs()
+        run.forget_learner()  # a custom forward may change the module (the tied-embedding shift)
         try:
             again = self._run_learner(run, args, params, where, number, watcher)
         except CheckFailure:
