@@ -113,3 +113,15 @@ def test_setup_cell_prints_nothing(path: Path) -> None:
     setup = next(cell for cell in notebook.cells if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup")
     last_line = [line for line in setup.source.splitlines() if line.strip()][-1]
     assert not re.match(r"^torch\.manual_seed\(", last_line), f"{_label(path)}: the set-up cell ends by printing a Generator"
+
+
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_exercise_shows_its_difficulty_and_time(path: Path) -> None:
+    """The chapter contract: each exercise's text shows a difficulty (★ to ★★★) and an estimate in minutes."""
+    cells = nbformat.read(path, as_version=4).cells
+    badge = re.compile(r"\*Difficulty (★{1,3})☆{0,2} · about \d+ minutes\*")
+    for index, cell in enumerate(cells):
+        if not cell.metadata.get("nbgrader", {}).get("solution"):
+            continue
+        text = next(c.source for c in reversed(cells[:index]) if c.cell_type == "markdown" and "\n#" in "\n" + c.source)
+        assert badge.search(text), f"{cell.metadata['nbgrader']['grade_id']}: no difficulty and time before the exercise"
