@@ -255,8 +255,7 @@ def test_ffn_layers_without_bias_are_named_as_such() -> None:
 
     message = failure_message(checks.check_feed_forward, NoBias)
     assert "missing: down_proj.bias, up_proj.bias" in message, message
-    assert "`up_proj` has no bias (built with bias=False?)" in message, message
-    assert "`down_proj` has no bias (built with bias=False?)" in message, message
+    assert "`down_proj`, `up_proj` have no bias (built with bias=False?)" in message, message
 
 
 # ---------------------------------------------------------------------------------------------------

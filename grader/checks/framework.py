@@ -241,7 +241,7 @@ def describe_inputs(names: Sequence[str], values: Sequence[Any]) -> str:
 
 def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[str]:
     """Sentences for missing parameters whose cause can be seen on the module itself."""
-    sentences = []
+    sentences, without_bias = [], []
     for key in missing:
         owner_path, _, attribute = key.rpartition(".")
         try:
@@ -256,10 +256,13 @@ def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[s
                 f"wrap it, e.g. self.{attribute} = nn.Parameter(torch.ones(...))."
             )
         elif attribute == "bias" and value is None and isinstance(owner, nn.Linear):
-            sentences.append(
-                f"`{owner_path or 'the module'}` has no bias (built with bias=False?): the reference's layer has one, "
-                "so keep nn.Linear's default bias=True."
-            )
+            without_bias.append(f"`{owner_path or 'the module'}`")
+    if without_bias:
+        verb = "has" if len(without_bias) == 1 else "have"
+        sentences.append(
+            f"{', '.join(without_bias)} {verb} no bias (built with bias=False?): the reference's layers have one, "
+            "so keep nn.Linear's default bias=True."
+        )
     return sentences
 
 
