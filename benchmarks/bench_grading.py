@@ -64,9 +64,13 @@ def run() -> list[Figure]:
         # course folders refuse plain `nbgrader autograde` (no sandbox, no statuses); the baseline
         # is nbgrader's own autograde, so give the plain copy nbgrader's default preprocessors back
         with open(plain / "nbgrader_config.py", "a") as config:
-            config.write("\nfrom nbgrader.converters.autograde import Autograde\n"
-                         "c.Autograde.autograde_preprocessors = Autograde.class_traits()"
-                         "['autograde_preprocessors'].default_value\n")
+            config.write(
+                "\nfrom nbconvert.preprocessors import ClearMetadataPreprocessor\n"
+                "from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern,\n"
+                "                                    LimitOutput, SaveAutoGrades)\n"
+                "c.Autograde.autograde_preprocessors = [Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,\n"
+                "                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]\n"
+            )
 
         start = time.perf_counter()
         subprocess.run([str(scripts / "nbgrader"), "autograde", CHAPTER, "--force", "--create"],
