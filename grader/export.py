@@ -96,7 +96,8 @@ def grade_rows(course_dir, chapters=None, precision=2):
                     if key in statuses:
                         row = statuses[key]
                         status, score, detail, seconds = row["status"], row["score"], row["detail"], row["seconds"]
-                        changed = bool(row["tests_sha"]) and row["tests_sha"] != current[assignment.name].get(notebook.name, "")
+                        now = current[assignment.name].get(notebook.name)
+                        changed = bool(row["tests_sha"] and now) and row["tests_sha"] != now
                     else:
                         score, status, detail = _fallback(
                             gradebook, coursedir, student.id, assignment.name, notebook.name
