@@ -151,3 +151,10 @@ def test_course_notebooks_read_through_the_manager_carry_the_kernels_language_in
     assert model["content"]["metadata"]["language_info"] == expected
     assert (tmp_path / "01_attention.ipynb").read_bytes() == source.read_bytes()  # the file is not rewritten
     assert nbformat.read(source, as_version=4).metadata["language_info"] == {"name": "python"}
+
+
+def test_the_server_runs_where_nbgrader_finds_the_right_config(tmp_path: Path) -> None:
+    """The formgrader reads nbgrader_config.py from the server's working folder: the course folder's own."""
+    assert lab.server_folder(True, tmp_path) == tmp_path.resolve()
+    assert lab.server_folder(True, None) == REPO
+    assert lab.server_folder(False, None) == REPO

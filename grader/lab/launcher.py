@@ -94,6 +94,17 @@ def lab_command(instructor: bool, course_dir: Path | None, extra: Sequence[str],
     return command, env
 
 
+def server_folder(instructor: bool, course_dir: Path | None) -> Path:
+    """Where the server runs: nbgrader (the formgrader, Validate) reads ``nbgrader_config.py`` from there.
+
+    An instructor's course folder has its own config (safe feedback, its gradebook); everything else
+    runs from the repository, whose config gives Validate the course's cell time limit.
+    """
+    if instructor and course_dir is not None:
+        return course_dir.expanduser().resolve()
+    return REPO
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--instructor", action="store_true", help="keep nbgrader's instructor tools (formgrader, "
@@ -112,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"JUPYTER_CONFIG_PATH={env['JUPYTER_CONFIG_PATH']}")
         print(" ".join(command))
         return 0
+    os.chdir(server_folder(args.instructor, args.course_dir))
     os.execve(command[0], command, env)
     return 0  # not reached
 
