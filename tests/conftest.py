@@ -1,6 +1,18 @@
-"""Session-wide hooks: print the model-zoo parity table (architecture → oracle → max error)."""
+"""Session-wide hooks and fixtures: the model-zoo parity table (architecture → oracle → max error), one thread."""
 
 from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Small matrices gain nothing from a second thread, and a busy CPU makes two threads far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

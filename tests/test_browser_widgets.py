@@ -19,20 +19,15 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from lab_server import CHROMIUM, CHROMIUM_ARGS, LabServer, free_port, jupyter_dirs, lab_env, running_lab, server_args
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 SKIP_NO_CHROMIUM = "Chromium not installed: apt-get install chromium chromium-driver (see README)"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -49,30 +44,12 @@ for _module in ("jupyterlab", "ipywidgets", "matplotlib"):
     except ImportError:
         pytest.skip(f"{_module} not installed: pip install -e '.[course]'", allow_module_level=True)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Every host name but the loopback address resolves to nothing, so nothing can leave the machine.
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 LOCAL_SCHEMES = {"data", "blob", "about"}
 
 NOTEBOOK_CELL = "from llmcore import viz\nexplorer = viz.mask_explorer(length=16)\nexplorer"
 ARROW_PRESSES = 3
 TIMEOUT_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_notebook(path: Path, source: str) -> None:
@@ -88,91 +65,10 @@ def _write_notebook(path: Path, source: str) -> None:
     path.write_text(json.dumps(notebook, indent=1))
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server by its PID (it shuts its kernels down), SIGKILL its process group if it hangs.
-
-    Kernels run in sessions of their own but poll their parent (JPY_PARENT_PID) and exit once it is gone.
-    """
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the server was started in a session of its own
-        process.wait(timeout=10)
-
-
-class LabServer:
-    def __init__(self, url: str, token: str, root: Path, log: Path) -> None:
-        self.url, self.token, self.root, self.log = url, token, root, log
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-JUPYTER_DIRS = ("root", "config", "data", "runtime", "settings", "workspaces", "ipython", "mpl", "exchange")
-
-
-def _jupyter_dirs(tmp_path: Path) -> dict[str, Path]:
-    dirs = {name: tmp_path / name for name in JUPYTER_DIRS}
-    for folder in dirs.values():
-        folder.mkdir()
-    return dirs
-
-
-def _lab_env(dirs: dict[str, Path]) -> dict[str, str]:
-    """Every Jupyter, IPython and matplotlib folder in the test's temporary directory."""
-    return {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-        "JUPYTER_DATA_DIR": str(dirs["data"]),
-        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-        "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-        "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
-        "IPYTHONDIR": str(dirs["ipython"]),
-        "MPLCONFIGDIR": str(dirs["mpl"]),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def _server_args(port: int, token: str) -> list[str]:
-    args = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
-    return args + (["--allow-root"] if os.geteuid() == 0 else [])
-
-
-@contextlib.contextmanager
-def _running_lab(command: list[str], env: dict[str, str], cwd: Path, root: Path, tmp_path: Path, port: int, token: str):
-    """Start the server, wait until it answers, yield a LabServer; stopped by PID whatever happens."""
-    log = tmp_path / "jupyterlab.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = LabServer(f"http://127.0.0.1:{port}", token, root, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {process.returncode} before answering:\n{server.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{server.url}/api/status?token={token}", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not answer on {server.url} within 60 s:\n{server.log_tail()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        _stop(process)
-
-
 @pytest.fixture
 def lab(tmp_path: Path):
     """A private JupyterLab on 127.0.0.1; stopped by PID whatever happens."""
-    dirs = _jupyter_dirs(tmp_path)
+    dirs = jupyter_dirs(tmp_path)
     # Without this the "news" toast appears even with news_url=None.
     notification = dirs["settings"] / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
@@ -180,16 +76,16 @@ def lab(tmp_path: Path):
     # nbgrader's lab panels read this (from the config dir); without a writable exchange they show errors.
     (dirs["config"] / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(dirs['exchange'])!r}\n")
 
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     command = [
         sys.executable, "-m", "jupyterlab",
-        *_server_args(port, token),
+        *server_args(port, token),
         f"--ServerApp.root_dir={dirs['root']}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
     ]  # fmt: skip
-    with _running_lab(command, _lab_env(dirs), dirs["root"], dirs["root"], tmp_path, port, token) as server:
+    with running_lab(command, lab_env(dirs), dirs["root"], dirs["root"], tmp_path, port, token) as server:
         yield server
 
 
@@ -197,11 +93,11 @@ def lab(tmp_path: Path):
 def learner_lab(tmp_path: Path):
     """JupyterLab as `make lab` starts it (python -m grader.lab), on a copy of course/ch01_transformer, with none
     of the settings the `lab` fixture writes: what a learner gets must come from grader/lab/settings/ alone."""
-    dirs = _jupyter_dirs(tmp_path)
+    dirs = jupyter_dirs(tmp_path)
     shutil.copytree(REPO / "course" / "ch01_transformer", dirs["root"] / "ch01_transformer")
-    port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "grader.lab", *_server_args(port, token), f"--notebook-dir={dirs['root']}"]
-    with _running_lab(command, _lab_env(dirs), REPO, dirs["root"], tmp_path, port, token) as server:
+    port, token = free_port(), secrets.token_hex(16)
+    command = [sys.executable, "-m", "grader.lab", *server_args(port, token), f"--notebook-dir={dirs['root']}"]
+    with running_lab(command, lab_env(dirs), REPO, dirs["root"], tmp_path, port, token) as server:
         yield server
 
 

@@ -14,12 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,10 +23,10 @@ import nbformat
 import pytest
 
 import nbg_synthetic as syn
+from lab_server import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_dirs, lab_env, running_lab, server_args
 from nbg_cli import grader
 from nbg_helpers import with_solutions
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning")]
 
@@ -46,30 +41,10 @@ try:
 except ImportError:
     pytest.skip("jupyterlab not installed: pip install -e '.[course]'", allow_module_level=True)
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 CHAPTER = syn.CHAPTER
 A, T = "01_arithmetic", "02_text"
 HIDDEN = ["add(-1, 1)", "mul(-2, 4)", 'shout("")', "BEGIN HIDDEN TESTS"]
 TIMEOUT_MS = 90_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -96,44 +71,17 @@ def graded_course(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lab(graded_course):
     root, course = graded_course
-    dirs = {name: root / name for name in ("config", "data", "runtime", "settings", "workspaces", "ipython", "home")}
-    for folder in dirs.values():
-        folder.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_DATA_DIR": str(dirs["data"]),
-           "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
-           "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "IPYTHONDIR": str(dirs["ipython"]),
-           "PYTHONUNBUFFERED": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dirs = jupyter_dirs(root)
+    home = root / "home"
+    home.mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**lab_env(dirs), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     # as docs/INSTRUCTORS.md says: JupyterLab started in the course folder
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}",
+    command = [sys.executable, "-m", "jupyterlab", *server_args(port, token), f"--ServerApp.root_dir={course}",
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                "--LabApp.extension_manager=readonly"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log = root / "jupyterlab.log"
-    with log.open("wb") as handle:
-        process = subprocess.Popen(command, cwd=course, env=env, stdin=subprocess.DEVNULL, stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"JupyterLab exited:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not answer:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield {"url": url, "token": token, "course": course, "log": log, "home": dirs["home"], "root": root}
-    finally:
-        _stop(process)
+    with running_lab(command, env, course, root, root, port, token) as server:
+        yield {"url": server.url, "token": token, "course": course, "log": server.log, "home": home, "root": root}
 
 
 def _pages(course):

@@ -18,10 +18,10 @@ from llmcore import (
     transformer_lr_scheduler,
 )
 from llmcore.data import ToySeq2SeqTask, sequence_accuracy
+from seq2seq_helpers import PAD, padded_ids, small_config
 
 TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-10, rtol=1e-10)}
 DTYPES = [torch.float32, torch.float64]
-PAD = 0
 
 
 def closed_form_sinusoid(n_positions, d_model):
@@ -31,29 +31,6 @@ def closed_form_sinusoid(n_positions, d_model):
          for pos in range(n_positions)],
         dtype=torch.float64,
     )
-
-
-def padded_ids(lengths, width, vocab_size, seed):
-    """Rows of random real tokens (ids 1..V-1) followed by PAD."""
-    ids = torch.randint(1, vocab_size, (len(lengths), width), generator=torch.Generator().manual_seed(seed))
-    return ids.masked_fill(torch.arange(width) >= torch.tensor(lengths)[:, None], PAD)
-
-
-@pytest.fixture
-def one_thread():
-    """Matrices of width 64 gain nothing from a second thread, and a busy CPU makes two threads far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def small_config(**overrides):
-    base = dict(
-        src_vocab_size=11, tgt_vocab_size=13, d_model=16, n_heads=4, n_encoder_layers=2, n_decoder_layers=3,
-        d_ff=32, dropout=0.0, max_positions=16, pad_id=PAD,
-    )
-    return TransformerConfig(**{**base, **overrides})
 
 
 # --------------------------------------------------------------------------------------------------
