@@ -79,3 +79,29 @@ def write_chapter(solutions_dir):
     for filename, build in NOTEBOOKS.items():
         nbformat.write(build(), chapter_dir / filename)
     return chapter_dir
+
+
+def release_chapter(root):
+    """``python -m grader init`` a course folder under ``root`` and release the synthetic chapter into it.
+
+    Returns ``(course, release, source)``: the course folder and the released and solution notebooks
+    by name (``01_arithmetic``, ``02_text``).
+    """
+    from nbg_cli import grader
+
+    write_chapter(root / "solutions")
+    course = root / "course"
+    assert grader("init", course).rc == 0
+    assert grader("release", CHAPTER, "--course-dir", course, "--solutions", root / "solutions").rc == 0
+    names = [filename.removesuffix(".ipynb") for filename in NOTEBOOKS]
+    release = {n: nbformat.read(course / "release" / CHAPTER / f"{n}.ipynb", as_version=4) for n in names}
+    source = {n: nbformat.read(root / "solutions" / CHAPTER / f"{n}.ipynb", as_version=4) for n in names}
+    return course, release, source
+
+
+def write_submissions(inbox, submissions):
+    """Write ``{student: {notebook name: notebook}}`` as an inbox of student folders."""
+    for student, notebooks in submissions.items():
+        (inbox / student).mkdir(parents=True)
+        for name, nb in notebooks.items():
+            nbformat.write(nb, inbox / student / f"{name}.ipynb")

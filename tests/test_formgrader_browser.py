@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import nbformat
 import pytest
 
 import nbg_synthetic as syn
@@ -50,18 +49,10 @@ TIMEOUT_MS = 90_000
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
     root = tmp_path_factory.mktemp("formgrader")
-    syn.write_chapter(root / "solutions")
-    course = root / "course"
-    assert grader("init", course).rc == 0
-    assert grader("release", CHAPTER, "--course-dir", course, "--solutions", root / "solutions").rc == 0
-    release = {n: nbformat.read(course / "release" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
-    source = {n: nbformat.read(root / "solutions" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
+    course, release, source = syn.release_chapter(root)
     inbox = root / "inbox"
-    for student, notebooks in {"blank": release, "complete": {n: with_solutions(release[n], source[n]) for n in (A, T)},
-                               "half": {A: release[A]}}.items():
-        (inbox / student).mkdir(parents=True)
-        for name, nb in notebooks.items():
-            nbformat.write(nb, inbox / student / f"{name}.ipynb")
+    syn.write_submissions(inbox, {"blank": release, "complete": {n: with_solutions(release[n], source[n]) for n in (A, T)},
+                                  "half": {A: release[A]}})
     run = grader("autograde", CHAPTER, "--course-dir", course, "--submissions", inbox, "--jobs", 1,
                  "--cell-timeout", 10, "--notebook-timeout", 60)
     assert run.rc == 0, run.err

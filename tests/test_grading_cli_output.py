@@ -20,12 +20,7 @@ A, T = "01_arithmetic", "02_text"
 
 
 def _course(root):
-    syn.write_chapter(root / "solutions")
-    course = root / "course"
-    assert grader("init", course).rc == 0
-    assert grader("release", CHAPTER, "--course-dir", course, "--solutions", root / "solutions").rc == 0
-    release = {n: nbformat.read(course / "release" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
-    source = {n: nbformat.read(root / "solutions" / CHAPTER / f"{n}.ipynb", as_version=4) for n in (A, T)}
+    course, release, source = syn.release_chapter(root)
     return course, {n: with_solutions(release[n], source[n]) for n in (A, T)}
 
 

@@ -52,18 +52,9 @@ def _submissions(release, source):
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("safe")
-    syn.write_chapter(root / "solutions")
-    course = root / "course"
-    assert grader("init", course).rc == 0
-    assert grader("release", CHAPTER, "--course-dir", course, "--solutions", root / "solutions").rc == 0
-    names = (A, T)
-    release = {n: nbformat.read(course / "release" / CHAPTER / f"{n}.ipynb", as_version=4) for n in names}
-    source = {n: nbformat.read(root / "solutions" / CHAPTER / f"{n}.ipynb", as_version=4) for n in names}
+    course, release, source = syn.release_chapter(root)
     inbox = root / "inbox"
-    for student, notebooks in _submissions(release, source).items():
-        (inbox / student).mkdir(parents=True)
-        for name, nb in notebooks.items():
-            nbformat.write(nb, inbox / student / f"{name}.ipynb")
+    syn.write_submissions(inbox, _submissions(release, source))
     runs = {"autograde": grader("autograde", CHAPTER, "--course-dir", course, "--submissions", inbox,
                                 "--jobs", 2, *LIMITS)}
     runs["feedback"] = grader("feedback", CHAPTER, "--course-dir", course)
