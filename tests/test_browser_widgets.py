@@ -310,3 +310,43 @@ def test_make_lab_is_learner_mode(learner_lab: LabServer, tmp_path: Path) -> Non
         assert len(set(glyphs)) == 3, "注, 意 and 力 render as the same box: the browser found no CJK font"
     else:
         print(f"no CJK font on this machine: Chinese glyphs not checked (install {'fonts-noto-cjk'})")
+
+
+def test_validate_shows_the_check_message_only(learner_lab: LabServer, tmp_path: Path) -> None:
+    """nbgrader's Validate button in `make lab`: a failing check reads as its message (diagnosis and idea), with
+    no traceback through the grader's code."""
+    import nbformat
+
+    notebook = nbformat.read(REPO / "solutions" / "ch01_transformer" / "01_attention.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "scaled_dot_product_attention_impl":
+            assert "/ math.sqrt(q.shape[-1])" in cell.source
+            cell.source = cell.source.replace("/ math.sqrt(q.shape[-1])", "")  # the learner forgot the scale
+    nbformat.write(notebook, learner_lab.root / "ch01_transformer" / "forgot_the_scale.ipynb")
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900}, env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{learner_lab.url}/lab/tree/ch01_transformer/forgot_the_scale.ipynb?token={learner_lab.token}")
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
+            page.locator(".jp-NotebookPanel-toolbar .jp-ToolbarButtonComponent", has_text="Validate").first.click()
+            dialog = page.locator(".jp-Dialog", has_text="Diagnosis")
+            expect(dialog.first).to_be_visible(timeout=150_000)
+            text = dialog.first.inner_text()
+            page.screenshot(path=str(tmp_path / "validate.png"))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(tmp_path / "failure.png"))
+            print(f"JupyterLab log ({learner_lab.log}):\n{learner_lab.log_tail()}")
+            raise
+        finally:
+            context.close()
+    print(f"screenshot: {tmp_path / 'validate.png'}")
+    assert "scaled_dot_product_attention is wrong on case 1 of 5" in text
+    assert "Diagnosis: the 1/√d_k scale is missing." in text and "Idea: " in text
+    assert "Traceback" not in text and "spec.py" not in text and "framework.py" not in text

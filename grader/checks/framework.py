@@ -9,6 +9,7 @@ that reproduces the learner's result becomes the diagnosis. The exercises themse
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 Output = Any  # a Tensor, a number, or a tuple/list of them
+DISPLAY_WIDTH = 82
 
 
 class CheckFailure(AssertionError):
@@ -45,7 +47,14 @@ class CheckFailure(AssertionError):
         self.case_number = case_number
 
     def _render_traceback_(self) -> list[str]:
-        return str(self).splitlines()
+        """The message, wrapped to ``DISPLAY_WIDTH`` columns: nbgrader's Validate dialog does not wrap lines
+        and its command line cuts them at 90 characters."""
+        lines = []
+        for line in str(self).splitlines():
+            indent = line[: len(line) - len(line.lstrip())]
+            lines += textwrap.wrap(line, DISPLAY_WIDTH, subsequent_indent=indent + "    ", break_long_words=False,
+                                   break_on_hyphens=False) or [""]
+        return lines
 
 
 @dataclass
