@@ -26,9 +26,6 @@ class CaseRandom:
         """Standard-normal entries times ``scale`` plus ``shift``."""
         return torch.randn(shape, generator=self.generator, dtype=dtype) * scale + shift
 
-    def tensors(self, *shapes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> tuple[Tensor, ...]:
-        return tuple(self.tensor(shape, dtype) for shape in shapes)
-
     def uniform(self, shape: tuple[int, ...]) -> Tensor:
         return torch.rand(shape, generator=self.generator)
 

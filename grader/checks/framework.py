@@ -22,6 +22,7 @@ __all__ = [
     "Mistake",
     "tolerances",
     "describe_mismatch",
+    "describe_value",
     "outputs_match",
     "load_reference_weights",
     "describe_inputs",
@@ -114,7 +115,8 @@ def _shape(value: Tensor) -> str:
     return "[" + ", ".join(str(n) for n in value.shape) + "]"
 
 
-def _kind(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """What ``value`` is, for a message: "the class X", "a tensor of shape [2, 3]", "the function f" …"""
     if value is None:
         return "None"
     if isinstance(value, type):
@@ -125,6 +127,8 @@ def _kind(value: Any) -> str:
         return f"a tensor of shape {_shape(value)}"
     if isinstance(value, (list, tuple)):
         return f"a Python {type(value).__name__} of {len(value)} item(s)"
+    if callable(value) and hasattr(value, "__name__"):
+        return f"the function {value.__name__}"
     return f"a {type(value).__name__}"
 
 
@@ -132,9 +136,9 @@ def _not_a_tensor(got: Any) -> str:
     if got is None:
         return "expected a torch.Tensor, got None: is the `return` statement missing?"
     if isinstance(got, (list, tuple)):
-        return (f"expected a torch.Tensor, got {_kind(got)}: build the result with tensor operations "
+        return (f"expected a torch.Tensor, got {describe_value(got)}: build the result with tensor operations "
                 "(or torch.stack/torch.tensor) instead of Python lists")
-    return f"expected a torch.Tensor, got {_kind(got)}"
+    return f"expected a torch.Tensor, got {describe_value(got)}"
 
 
 def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) -> str | None:
@@ -146,7 +150,7 @@ def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) 
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)):
             what = ", ".join(names) or "…"
-            return f"expected {len(expected)} returned values ({what}), got {_kind(got)}"
+            return f"expected {len(expected)} returned values ({what}), got {describe_value(got)}"
         if len(expected) != len(got):
             return f"expected {len(expected)} returned values ({', '.join(names) or '…'}), got {len(got)}"
         pairs = list(zip(expected, got))
@@ -168,7 +172,7 @@ def _describe_one(expected: Any, got: Any) -> str | None:
             got = got.item()
         if isinstance(expected, float) or isinstance(got, float):
             if not isinstance(got, (int, float)):
-                return f"expected a number, got {_kind(got)}"
+                return f"expected a number, got {describe_value(got)}"
             if abs(got - expected) <= 1e-6 + 1e-5 * abs(expected):
                 return None
             return f"expected {expected:.6g}, got {got:.6g}"
@@ -244,7 +248,7 @@ def describe_inputs(names: Sequence[str], values: Sequence[Any]) -> str:
         elif value is None or isinstance(value, (int, float, bool, str)):
             parts.append(f"{name} = {value!r}")
         else:
-            parts.append(f"{name}: {_kind(value)}")
+            parts.append(f"{name}: {describe_value(value)}")
     return ", ".join(parts)
 
 
@@ -293,7 +297,7 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
     without its bias), so that a wrong structure is reported as such instead of as a wrong output.
     """
     if not isinstance(learner_module, nn.Module):
-        raise CheckFailure(f"✘ {exercise} must be a torch.nn.Module subclass, got {_kind(learner_module)}",
+        raise CheckFailure(f"✘ {exercise} must be a torch.nn.Module subclass, got {describe_value(learner_module)}",
                            exercise=exercise_id or exercise)
     expected = reference_module.state_dict()
     got = learner_module.state_dict()

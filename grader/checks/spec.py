@@ -34,6 +34,7 @@ from .framework import (
     Output,
     describe_inputs,
     describe_mismatch,
+    describe_value,
     has_non_finite,
     load_reference_weights,
     outputs_match,
@@ -178,7 +179,8 @@ class _CaseRun:
         return _clone(self.case.args, self.case.check_gradients), {}
 
     def reference_inputs(self) -> tuple[list[Any], dict[str, Tensor]]:
-        return _clone(self.case.args, self.case.check_gradients), {}
+        """Fresh copies of the same inputs, for the reference's own forward and backward pass."""
+        return self.learner_inputs()
 
     def run_learner(self, args: list[Any], params: dict[str, Tensor]) -> Output:
         return self.learner(*args, **self.case.kwargs)
@@ -220,7 +222,11 @@ class _ModuleCaseRun(_CaseRun):
 
     def build(self, factory: Callable[..., nn.Module] | None = None) -> nn.Module:
         """A module from ``factory`` (default: the reference class) with the case's weights, dtype and mode."""
-        module = (factory or self.spec.reference)(*self.case.init.values()).to(self.dtype)
+        return self._with_case_weights((factory or self.spec.reference)(*self.case.init.values()))
+
+    def _with_case_weights(self, module: nn.Module) -> nn.Module:
+        """``module`` cast to the case's dtype, given the reference's weights by name, in the exercise's mode."""
+        module.to(self.dtype)
         load_reference_weights(self.spec.title, module, self.reference_module, exercise_id=self.spec.id)
         return module.train(self.spec.train_mode)
 
@@ -241,9 +247,7 @@ class _ModuleCaseRun(_CaseRun):
             raise CheckFailure(f"✘ {self.spec.title} must subclass torch.nn.Module; "
                                f"{self.learner.__name__}({arguments}) is a {type(module).__name__}",
                                exercise=self.spec.id, mistake_id="module_structure")
-        module.to(self.dtype)
-        load_reference_weights(self.spec.title, module, self.reference_module, exercise_id=self.spec.id)
-        return module.train(self.spec.train_mode)
+        return self._with_case_weights(module)
 
     def forget_learner(self) -> None:
         self._learner_module = None
@@ -257,8 +261,6 @@ class _ModuleCaseRun(_CaseRun):
         gradients = self.case.check_gradients
         params = dict(zip(self.case.params, _clone(list(self.case.params.values()), gradients)))
         return _clone(self.case.args, gradients), params
-
-    reference_inputs = learner_inputs
 
     def _call(self, module: nn.Module, args: list[Any], params: dict[str, Tensor]) -> Output:
         if params:
@@ -443,17 +445,19 @@ class Exercise:
         inputs = describe_inputs(names, values)
         if inputs:
             lines.append(f"    The inputs were: {inputs}.")
-        diagnosis = []
+        reproduced = next((m for m, _, raised in self._mistake_runs(run) if raised and _same_error(raised, error)), None)
+        diagnosis = [reproduced] if reproduced else []
+        return self._failure(f"✘ {self.title} raised an error on {where}:", lines, diagnosis, number)
+
+    def _mistake_runs(self, run: _CaseRun) -> Iterator[tuple[Mistake, Output, Exception | None]]:
+        """``(mistake, output, None)`` or ``(mistake, None, error)`` for each mistake that has a variant, lazily."""
         for mistake in self.mistakes:
             if mistake.output is None:
                 continue
             try:
-                run.run_mistake(mistake)
-            except Exception as reproduced:
-                if _same_error(reproduced, error):
-                    diagnosis = [mistake]
-                    break
-        return self._failure(f"✘ {self.title} raised an error on {where}:", lines, diagnosis, number)
+                yield mistake, run.run_mistake(mistake), None
+            except Exception as error:
+                yield mistake, None, error
 
     def _diagnose(self, run: _CaseRun, expected: Output, got: Output) -> list[Mistake]:
         """The mistakes that explain ``got``, most informative first.
@@ -462,15 +466,8 @@ class Exercise:
         learner's output is finite (a NaN from a fully masked row must not hide an inverted mask),
         with the symptom named beside them; then symptoms alone.
         """
-        outputs: list[tuple[Mistake, Output]] = []
-        for mistake in self.mistakes:
-            if mistake.output is None:
-                continue
-            try:
-                outputs.append((mistake, run.run_mistake(mistake)))
-            except Exception:
-                continue
-        distinct = [(m, wrong) for m, wrong in outputs if describe_mismatch(wrong, expected) is not None]
+        distinct = [(m, wrong) for m, wrong, raised in self._mistake_runs(run)
+                    if raised is None and describe_mismatch(wrong, expected) is not None]
         for mistake, wrong in distinct:
             if outputs_match(wrong, got):
                 return [mistake]
@@ -574,18 +571,5 @@ class ModuleExercise(Exercise):
 
 
 def _describe(value: Any) -> str:
-    if value is None:
-        return "None (did the cell that defines it run?)"
-    if isinstance(value, type):
-        return f"the class {value.__name__}"
-    if callable(value):
-        return f"the function {getattr(value, '__name__', type(value).__name__)}"
-    return f"a {type(value).__name__}"
-
-
-def exercises(chapter: str | None = None) -> Iterator[Exercise]:
-    """Registered exercises, optionally only those whose module belongs to ``chapter`` (e.g. ``"ch01"``)."""
-    for spec in REGISTRY.values():
-        if chapter is None or f".{chapter}." in f".{spec.cases.__module__}.":
-            yield spec
+    return "None (did the cell that defines it run?)" if value is None else describe_value(value)
 
