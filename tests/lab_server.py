@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -119,3 +120,27 @@ def running_lab(command: list[str], env: dict[str, str], cwd: Path, root: Path, 
         yield server
     finally:
         stop(process)
+
+
+def is_local(url: str) -> bool:
+    """Whether the page may load ``url``: loopback, or data the page made itself."""
+    parts = urlsplit(url)
+    if parts.scheme in {"data", "blob", "about"}:
+        return True
+    return parts.scheme in {"http", "https", "ws", "wss"} and parts.hostname in {"127.0.0.1", "localhost"}
+
+
+@contextlib.contextmanager
+def chromium_page(playwright, profile: Path, home: Path, timeout_ms: int):
+    """Debian's Chromium with a fresh profile and HOME (1280 × 900); yields ``(context, page)``, closed whatever happens."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900},
+        env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")},
+    )  # fmt: skip
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.set_default_timeout(timeout_ms)
+        yield context, page
+    finally:
+        context.close()

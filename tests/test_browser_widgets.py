@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from lab_server import CHROMIUM, CHROMIUM_ARGS, LabServer, free_port, jupyter_dirs, lab_env, running_lab, server_args
+from lab_server import (
+    CHROMIUM,
+    LabServer,
+    chromium_page,
+    free_port,
+    is_local,
+    jupyter_dirs,
+    lab_env,
+    running_lab,
+    server_args,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP_NO_CHROMIUM = "Chromium not installed: apt-get install chromium chromium-driver (see README)"
@@ -44,8 +52,6 @@ for _module in ("jupyterlab", "ipywidgets", "matplotlib"):
     except ImportError:
         pytest.skip(f"{_module} not installed: pip install -e '.[course]'", allow_module_level=True)
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
-LOCAL_SCHEMES = {"data", "blob", "about"}
 
 NOTEBOOK_CELL = "from llmcore import viz\nexplorer = viz.mask_explorer(length=16)\nexplorer"
 ARROW_PRESSES = 3
@@ -101,13 +107,6 @@ def learner_lab(tmp_path: Path):
         yield server
 
 
-def _is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme in LOCAL_SCHEMES:
-        return True
-    return parts.scheme in {"http", "https", "ws", "wss"} and parts.hostname in LOOPBACK_HOSTS
-
-
 def _picture_src(output) -> str:
     return output.locator(".widget-output img").first.get_attribute("src") or ""
 
@@ -145,32 +144,22 @@ def test_mask_explorer_sliding_window_in_chromium(lab: LabServer, tmp_path: Path
 
     def record(url: str) -> None:
         requests.append(url)
-        if not _is_local(url):
+        if not is_local(url):
             outside.append(url)
 
     def route(route_) -> None:
         url = route_.request.url
-        if _is_local(url):
+        if is_local(url):
             route_.continue_()
         else:
             route_.abort("blockedbyclient")
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")},
-        )
-        page = context.pages[0] if context.pages else context.new_page()
+    with sync_playwright() as playwright, chromium_page(playwright, tmp_path / "chromium-profile", home, TIMEOUT_MS) as (context, page):
         try:
             context.on("request", lambda request: record(request.url))
             context.route("**/*", route)
             page.on("websocket", lambda socket_: record(socket_.url))
             page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
-            page.set_default_timeout(TIMEOUT_MS)
 
             page.goto(f"{lab.url}/lab/tree/explorer.ipynb?token={lab.token}")
             loaded = time.perf_counter()
@@ -229,8 +218,6 @@ def test_mask_explorer_sliding_window_in_chromium(lab: LabServer, tmp_path: Path
             print(f"failure screenshot: {failure}\nrequests outside loopback: {outside}\nconsole errors: {console_errors}")
             print(f"JupyterLab log ({lab.log}):\n{lab.log_tail()}")
             raise
-        finally:
-            context.close()
 
     elapsed = time.perf_counter() - started
     print(f"screenshots: {screenshots / 'before.png'} {screenshots / 'after.png'} (page: {screenshots / 'page.png'})")
@@ -270,15 +257,9 @@ def test_make_lab_is_learner_mode(learner_lab: LabServer, tmp_path: Path) -> Non
     screenshots = tmp_path / "screenshots"
     screenshots.mkdir()
     outside: list[str] = []
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900}, env={**os.environ, "HOME": str(tmp_path)},
-        )  # fmt: skip
-        page = context.pages[0] if context.pages else context.new_page()
+    with sync_playwright() as playwright, chromium_page(playwright, tmp_path / "chromium-profile", tmp_path, TIMEOUT_MS) as (context, page):
         try:
-            context.on("request", lambda request: None if _is_local(request.url) else outside.append(request.url))
-            page.set_default_timeout(TIMEOUT_MS)
+            context.on("request", lambda request: None if is_local(request.url) else outside.append(request.url))
             page.goto(f"{learner_lab.url}/lab/tree/ch01_transformer/01_attention.ipynb?token={learner_lab.token}")
             expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
             expect(page.locator(".jp-RenderedMarkdown", has_text="注意力").first).to_be_visible()
@@ -297,8 +278,6 @@ def test_make_lab_is_learner_mode(learner_lab: LabServer, tmp_path: Path) -> Non
                 page.screenshot(path=str(screenshots / "failure.png"))
             print(f"failure screenshot: {screenshots / 'failure.png'}\nJupyterLab log ({learner_lab.log}):\n{learner_lab.log_tail()}")
             raise
-        finally:
-            context.close()
     print(f"screenshot: {screenshots / 'learner-lab.png'}; menus {menus}; right side bar {right_tabs}; toolbar {toolbar}")
     assert not outside, f"the page asked for something outside loopback: {sorted(set(outside))}"
     assert menus[:3] == ["File", "Edit", "View"] and "Nbgrader" not in menus, f"menus: {menus}"
@@ -324,14 +303,8 @@ def test_validate_shows_the_check_message_only(learner_lab: LabServer, tmp_path:
             cell.source = cell.source.replace("/ math.sqrt(q.shape[-1])", "")  # the learner forgot the scale
     nbformat.write(notebook, learner_lab.root / "ch01_transformer" / "forgot_the_scale.ipynb")
     expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900}, env={**os.environ, "HOME": str(tmp_path)},
-        )  # fmt: skip
-        page = context.pages[0] if context.pages else context.new_page()
+    with sync_playwright() as playwright, chromium_page(playwright, tmp_path / "chromium-profile", tmp_path, TIMEOUT_MS) as (_, page):
         try:
-            page.set_default_timeout(TIMEOUT_MS)
             page.goto(f"{learner_lab.url}/lab/tree/ch01_transformer/forgot_the_scale.ipynb?token={learner_lab.token}")
             expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
             page.locator(".jp-NotebookPanel-toolbar .jp-ToolbarButtonComponent", has_text="Validate").first.click()
@@ -344,8 +317,6 @@ def test_validate_shows_the_check_message_only(learner_lab: LabServer, tmp_path:
                 page.screenshot(path=str(tmp_path / "failure.png"))
             print(f"JupyterLab log ({learner_lab.log}):\n{learner_lab.log_tail()}")
             raise
-        finally:
-            context.close()
     print(f"screenshot: {tmp_path / 'validate.png'}")
     assert "scaled_dot_product_attention is wrong on case 1 of 5" in text
     assert "Diagnosis: the 1/√d_k scale is missing." in text and "Idea: " in text

@@ -17,12 +17,11 @@ import secrets
 import sys
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 import nbg_synthetic as syn
-from lab_server import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_dirs, lab_env, running_lab, server_args
+from lab_server import CHROMIUM, chromium_page, free_port, is_local, jupyter_dirs, lab_env, running_lab, server_args
 from nbg_cli import grader
 from nbg_helpers import with_solutions
 
@@ -86,23 +85,15 @@ def test_generate_feedback_button_writes_safe_feedback(lab):
     expect.set_options(timeout=TIMEOUT_MS)
 
     def route(route_):
-        parts = urlsplit(route_.request.url)
-        if parts.scheme in {"data", "blob", "about"} or parts.hostname in {"127.0.0.1", "localhost"}:
+        if is_local(route_.request.url):
             route_.continue_()
         else:
             route_.abort("blockedbyclient")
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(lab["root"] / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-            env={**os.environ, "HOME": str(lab["home"]), "XDG_CONFIG_HOME": str(lab["home"] / ".config"),
-                 "XDG_CACHE_HOME": str(lab["home"] / ".cache")},
-        )
-        page = context.pages[0] if context.pages else context.new_page()
+    with sync_playwright() as playwright, \
+            chromium_page(playwright, lab["root"] / "chromium-profile", lab["home"], TIMEOUT_MS) as (context, page):
         try:
             context.route("**/*", route)
-            page.set_default_timeout(TIMEOUT_MS)
             page.goto(f"{lab['url']}/formgrader/manage_assignments?token={lab['token']}")
             row = page.locator("tr", has=page.locator("td", has_text=CHAPTER)).first
             button = row.locator(".generate-feedback a")
@@ -114,8 +105,6 @@ def test_generate_feedback_button_writes_safe_feedback(lab):
             page.screenshot(path=str(lab["root"] / "formgrader-failure.png"))
             print(lab["log"].read_text()[-4000:])
             raise
-        finally:
-            context.close()
 
     pages = _pages(course)
     assert f"blank/{CHAPTER}/{A}.html" in pages
