@@ -26,6 +26,9 @@ __all__ = [
     "outputs_match",
     "load_reference_weights",
     "describe_inputs",
+    "as_items",
+    "has_non_finite",
+    "non_finite_where_expected_is_finite",
 ]
 
 Output = Any  # a Tensor, a number, or a tuple/list of them
@@ -227,9 +230,26 @@ def _finite_part(got: Output, like: Output) -> Output:
     return got
 
 
+def _non_finite(item: Any) -> bool:
+    return isinstance(item, Tensor) and item.is_floating_point() and not bool(torch.isfinite(item).all())
+
+
 def has_non_finite(output: Output) -> bool:
-    items = output if isinstance(output, (tuple, list)) else (output,)
-    return any(isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in items)
+    return any(_non_finite(item) for item in as_items(output))
+
+
+def non_finite_where_expected_is_finite(got: Output, expected: Output) -> bool:
+    """A symptom for ``Mistake.detect``: a returned tensor holds NaN or ±inf where the reference's tensor of the
+    same shape is finite (a softmax over a fully masked row, a log of an underflowed probability)."""
+    return any(
+        isinstance(g, Tensor) and isinstance(e, Tensor) and g.shape == e.shape and _non_finite(g) and not _non_finite(e)
+        for g, e in zip(as_items(got), as_items(expected))
+    )
+
+
+def as_items(output: Output) -> tuple:
+    """The returned values as a tuple (one value becomes a 1-tuple)."""
+    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
 
 
 def outputs_match(wrong: Output, got: Output, *, ignore_non_finite: bool = False) -> bool:

@@ -32,6 +32,7 @@ from .framework import (
     CheckFailure,
     Mistake,
     Output,
+    as_items,
     describe_inputs,
     describe_mismatch,
     describe_value,
@@ -141,8 +142,7 @@ def _leaves(values: Sequence[Any]) -> list[Tensor]:
 
 
 def _grads(output: Output, leaves: list[Tensor], upstream_seed: int) -> list[Tensor | None]:
-    items = output if isinstance(output, (tuple, list)) else (output,)
-    differentiable = [t for t in items if isinstance(t, Tensor) and t.requires_grad]
+    differentiable = [t for t in as_items(output) if isinstance(t, Tensor) and t.requires_grad]
     if not differentiable or not leaves:
         return [None] * len(leaves)
     generator = torch.Generator().manual_seed(upstream_seed)

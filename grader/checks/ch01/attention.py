@@ -21,7 +21,7 @@ from llmcore import attention as reference_attention
 from llmcore import masks as reference_masks
 
 from ..cases import CaseRandom, causal, lengths_mask
-from ..framework import Case, CheckFailure, Mistake
+from ..framework import Case, CheckFailure, Mistake, non_finite_where_expected_is_finite
 from ..spec import Exercise, ModuleExercise, register
 
 __all__ = [
@@ -89,16 +89,6 @@ def _sdpa_mistake(**knobs) -> Callable[..., tuple[Tensor, Tensor]]:
     return lambda q, k, v, mask=None: _sdpa_variant(q, k, v, mask, **knobs)
 
 
-def _has_nan_where_expected_has_none(got: object, expected: object) -> bool:
-    got_items = got if isinstance(got, (tuple, list)) else (got,)
-    expected_items = expected if isinstance(expected, (tuple, list)) else (expected,)
-    return any(
-        isinstance(g, Tensor) and isinstance(e, Tensor) and g.shape == e.shape
-        and bool(torch.isnan(g).any()) and not bool(torch.isnan(e).any())
-        for g, e in zip(got_items, expected_items)
-    )
-
-
 SDPA_MISTAKES = [
     Mistake(
         "nan_on_empty_rows",
@@ -106,7 +96,7 @@ SDPA_MISTAKES = [
         "a softmax over a row that is entirely −∞ is 0/0; a query that may see no key should get all-zero weights.",
         "find rows with no visible key (mask.any(dim=-1, keepdim=True)), keep them out of the −∞ fill, and set their "
         "weights to 0 after the softmax.",
-        detect=_has_nan_where_expected_has_none,
+        detect=non_finite_where_expected_is_finite,
     ),
     Mistake(
         "fill_large_negative",

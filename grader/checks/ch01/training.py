@@ -23,7 +23,7 @@ from llmcore.data import ToySeq2SeqTask, sequence_accuracy
 from llmcore.decoding import greedy_decode as reference_greedy_decode
 
 from ..cases import CaseRandom
-from ..framework import Case, CheckFailure, Mistake
+from ..framework import Case, CheckFailure, Mistake, non_finite_where_expected_is_finite
 from ..spec import Exercise, ModuleExercise, register
 
 __all__ = [
@@ -480,13 +480,6 @@ def _loss_reference(logits: Tensor, targets: Tensor, smoothing: float, ignore_in
     return llmcore.cross_entropy(logits, targets, label_smoothing=smoothing, ignore_index=ignore_index)
 
 
-def _not_finite_where_expected_is(got: object, expected: object) -> bool:
-    return (
-        isinstance(got, Tensor) and isinstance(expected, Tensor) and got.is_floating_point()
-        and not bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all())
-    )
-
-
 def _loss_variant(
     logits: Tensor,
     targets: Tensor,
@@ -558,7 +551,7 @@ LOSS_MISTAKES = [
         "compute the log-probabilities in one step, from the scores, so that a tiny probability is never formed "
         "and rounded to 0.",
         "take torch.log_softmax(logits, dim=-1) (or logits − logsumexp): it never forms the tiny probability.",
-        detect=_not_finite_where_expected_is,
+        detect=non_finite_where_expected_is_finite,
     ),
     Mistake(
         "padding_not_ignored",
