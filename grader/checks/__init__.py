@@ -8,7 +8,7 @@ class, runs it against llmcore on several cases, prints a one-line report on suc
 cells. :func:`hint` prints the code-level hint for an exercise's last failure.
 """
 
-from . import ch01  # noqa: F401  (registers the exercises)
+from . import ch01, ch05  # noqa: F401  (registers the exercises)
 from .framework import CheckFailure
 from .spec import REGISTRY, hint
 
