@@ -1,7 +1,7 @@
 """Round trip through the instructor command: release, submissions, autograde, feedback, CSV.
 
-The synthetic chapter (tests/nbg_synthetic.py) covers every scenario quickly; the
-real first chapter is graded for full marks, zero and one missing exercise.
+The synthetic chapter (tests/nbg_synthetic.py) covers every scenario quickly; every real
+chapter in solutions/ is graded for full marks, zero and one missing exercise.
 """
 import shutil
 from pathlib import Path
@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 import nbg_synthetic
+from grader.generate import find_chapters
 from nbg_cli import grader
 from nbg_helpers import cells_by_grade_id, graded_points, nbgrader_meta, read_grades, with_solutions
 
@@ -188,17 +189,22 @@ def grader_export(course, csv_path):
     return csv_path
 
 
-# --- the real first chapter -------------------------------------------------------------
+# --- the real chapters ----------------------------------------------------------------
 
-CH01 = "ch01_transformer"
-CH01_SOLUTIONS = REPO_ROOT / "solutions" / CH01
-CH01_NOTEBOOKS = sorted(p.name for p in CH01_SOLUTIONS.glob("*.ipynb"))
-# Trains a small model (~30 s): graded only in the complete and untouched submissions.
-TRAINING_NOTEBOOKS = {"03_training.ipynb"}
-ch01_notebooks = pytest.mark.parametrize(
-    "notebook",
-    CH01_NOTEBOOKS or [pytest.param(None, marks=pytest.mark.skip(reason=f"no notebooks in {CH01_SOLUTIONS} yet"))],
-)
+SOLUTIONS = REPO_ROOT / "solutions"
+CHAPTERS = find_chapters(SOLUTIONS)
+# Notebooks that train a model for most of their run time: graded only in the complete and untouched
+# submissions (a partial copy would double their share of the suite for no new path).
+TRAINING_NOTEBOOKS = {
+    "ch01_transformer": {"03_training.ipynb"},
+    "ch05_llama_family": {"02_rope_and_long_context.ipynb"},
+}
+CHAPTER_NOTEBOOKS = [(chapter, path.name) for chapter in CHAPTERS for path in sorted((SOLUTIONS / chapter).glob("*.ipynb"))]
+PARTIAL_NOTEBOOKS = [(c, n) for c, n in CHAPTER_NOTEBOOKS if n not in TRAINING_NOTEBOOKS.get(c, set())]
+
+
+def _each(pairs):
+    return pytest.mark.parametrize(("chapter", "notebook"), pairs, ids=[f"{c}/{n}" for c, n in pairs])
 
 
 def last_exercise(source_nb):
@@ -219,39 +225,39 @@ def answer_cell_id(source_nb, exercise):
     return exercise if exercise in answers else answers[-1]
 
 
-@pytest.fixture(scope="module")
-def ch01(tmp_path_factory):
-    """ch01 released from solutions/ and graded for a complete, an untouched and a partial submission."""
-    root = tmp_path_factory.mktemp("ch01")
+def grade_chapter(root, chapter):
+    """``chapter`` released from solutions/ and graded for a complete, an untouched and a partial submission."""
     course, inbox = root / "course", root / "inbox"
+    names = sorted(path.name for path in (SOLUTIONS / chapter).glob("*.ipynb"))
     assert grader("init", course).rc == 0
-    run = grader("release", CH01, "--course-dir", course, "--solutions", CH01_SOLUTIONS.parent)
+    run = grader("release", chapter, "--course-dir", course, "--solutions", SOLUTIONS)
     assert run.rc == 0, run.err
-    release = read_notebooks(course / "release" / CH01, CH01_NOTEBOOKS)
-    source = read_notebooks(CH01_SOLUTIONS, CH01_NOTEBOOKS)
+    release = read_notebooks(course / "release" / chapter, names)
+    source = read_notebooks(SOLUTIONS / chapter, names)
+    training = TRAINING_NOTEBOOKS.get(chapter, set())
 
     expected = {}
-    for name in CH01_NOTEBOOKS:
+    for name in names:
         stem, points = Path(name).stem, graded_points(source[name])
         total = float(sum(points.values()))
         expected[("complete", stem)] = (total, total, "graded")
         expected[("untouched", stem)] = (0.0, total, "graded")
-        if name not in TRAINING_NOTEBOOKS:
+        if name not in training:
             exercise = last_exercise(source[name])
             expected[("partial", stem)] = (total - exercise_points(points, exercise), total, "graded")
 
     for student in ("complete", "untouched", "partial"):
         (inbox / student).mkdir(parents=True)
-    for name in CH01_NOTEBOOKS:
+    for name in names:
         nbformat.write(with_solutions(release[name], source[name]), inbox / "complete" / name)
-        shutil.copy(course / "release" / CH01 / name, inbox / "untouched" / name)
-        if name not in TRAINING_NOTEBOOKS:
+        shutil.copy(course / "release" / chapter / name, inbox / "untouched" / name)
+        if name not in training:
             stubbed = answer_cell_id(source[name], last_exercise(source[name]))
             nbformat.write(with_solutions(release[name], source[name], keep_stub={stubbed}), inbox / "partial" / name)
 
     runs = {
-        "autograde": grader("autograde", CH01, "--course-dir", course, "--submissions", inbox),
-        "feedback": grader("feedback", CH01, "--course-dir", course),
+        "autograde": grader("autograde", chapter, "--course-dir", course, "--submissions", inbox),
+        "feedback": grader("feedback", chapter, "--course-dir", course),
         "export": grader("export", "--course-dir", course, "--to", root / "grades.csv", "--format", "long"),
     }
     for command, run in runs.items():
@@ -259,22 +265,41 @@ def ch01(tmp_path_factory):
     return {"course": course, "grades": read_grades(root / "grades.csv"), "expected": expected}
 
 
-@ch01_notebooks
-def test_ch01_complete_solutions_get_full_marks(ch01, notebook):
+@pytest.fixture(scope="module")
+def graded_chapters(tmp_path_factory):
+    """Each real chapter graded once for the module, on first use."""
+    cache = {}
+
+    def graded(chapter):
+        if chapter not in cache:
+            cache[chapter] = grade_chapter(tmp_path_factory.mktemp(chapter), chapter)
+        return cache[chapter]
+
+    return graded
+
+
+def test_every_chapter_with_solutions_is_graded():
+    assert "ch01_transformer" in CHAPTERS
+    assert {chapter for chapter, _ in CHAPTER_NOTEBOOKS} == set(CHAPTERS)
+
+
+@_each(CHAPTER_NOTEBOOKS)
+def test_complete_solutions_get_full_marks(graded_chapters, chapter, notebook):
+    graded = graded_chapters(chapter)
     key = ("complete", Path(notebook).stem)
-    assert ch01["grades"][key] == ch01["expected"][key]
-    assert (ch01["course"] / "feedback" / "complete" / CH01 / f"{Path(notebook).stem}.html").is_file()
+    assert graded["grades"][key] == graded["expected"][key]
+    assert (graded["course"] / "feedback" / "complete" / chapter / f"{Path(notebook).stem}.html").is_file()
 
 
-@ch01_notebooks
-def test_ch01_untouched_release_scores_zero(ch01, notebook):
+@_each(CHAPTER_NOTEBOOKS)
+def test_untouched_release_scores_zero(graded_chapters, chapter, notebook):
+    graded = graded_chapters(chapter)
     key = ("untouched", Path(notebook).stem)
-    assert ch01["grades"][key] == ch01["expected"][key]
+    assert graded["grades"][key] == graded["expected"][key]
 
 
-@ch01_notebooks
-def test_ch01_one_unimplemented_exercise_loses_exactly_its_points(ch01, notebook):
-    if notebook in TRAINING_NOTEBOOKS:
-        pytest.skip("training notebook: left out of the partial submission to keep the test short")
+@_each(PARTIAL_NOTEBOOKS)
+def test_one_unimplemented_exercise_loses_exactly_its_points(graded_chapters, chapter, notebook):
+    graded = graded_chapters(chapter)
     key = ("partial", Path(notebook).stem)
-    assert ch01["grades"][key] == ch01["expected"][key]
+    assert graded["grades"][key] == graded["expected"][key]
