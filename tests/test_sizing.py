@@ -1,0 +1,85 @@
+"""llmcore.models.sizing.parameter_count against independent oracles: transformers' models built on the
+meta device from the real configurations, llmcore's own models built on the meta device, and the counts
+the model cards publish."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmcore
+import llmcore.models
+from llmcore.models import CausalLM, ModelConfig
+from llmcore.models.registry import PRESETS, preset_config
+from llmcore.models.sizing import parameter_count
+
+transformers = pytest.importorskip("transformers")
+
+# Published totals (model cards and safetensors indexes on the Hugging Face Hub; LLaMA-7B also in
+# Touvron et al. 2023 and the shared seeds): the closed form must hit them to the parameter.
+PUBLISHED = {
+    "llama-7b": 6_738_415_616,
+    "llama2-7b": 6_738_415_616,
+    "llama2-13b": 13_015_864_320,
+    "llama2-70b": 68_976_648_192,
+    "llama3-8b": 8_030_261_248,
+    "mistral-7b": 7_241_732_096,
+    "gemma-7b": 8_537_680_896,
+    "gemma-2b": 2_506_172_416,
+    "mixtral-8x7b": 46_702_792_704,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_counts(name: str) -> None:
+    assert parameter_count(preset_config(name)) == PUBLISHED[name]
+
+
+def _hf_model(config: ModelConfig):
+    common = dict(vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.n_layers,
+                  num_attention_heads=config.n_heads, num_key_value_heads=config.resolved_kv_heads,
+                  intermediate_size=config.intermediate_size, tie_word_embeddings=config.tie_word_embeddings)
+    if config.sliding_window is not None:
+        hf_config, model_class = transformers.MistralConfig(sliding_window=config.sliding_window, **common), \
+            transformers.MistralForCausalLM
+    elif config.norm_unit_offset:
+        hf_config, model_class = transformers.GemmaConfig(head_dim=config.resolved_head_dim, **common), \
+            transformers.GemmaForCausalLM
+    else:
+        hf_config, model_class = transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
+    with torch.device("meta"):
+        return model_class(hf_config)
+
+
+HF_FAMILIES = ["llama-7b", "llama-65b", "llama2-70b", "llama3-8b", "mistral-7b", "gemma-2b", "gemma-7b",
+               "tiny-llama", "tiny-mistral", "tiny-gemma"]
+
+
+@pytest.mark.parametrize("name", HF_FAMILIES)
+def test_matches_transformers_models_built_on_meta(name: str) -> None:
+    config = preset_config(name)
+    model = _hf_model(config)
+    assert parameter_count(config) == model.num_parameters()
+
+
+def test_tying_removes_exactly_one_vocabulary_matrix() -> None:
+    config = preset_config("tiny-llama")
+    tied = config.replace(tie_word_embeddings=True)
+    assert parameter_count(config) - parameter_count(tied) == config.vocab_size * config.hidden_size
+    assert parameter_count(tied) == _hf_model(tied).num_parameters()
+
+
+DECODER_PRESETS = [name for name in PRESETS if isinstance(llmcore.build(name, device="meta"), CausalLM)
+                   and not preset_config(name).position_2d]
+
+
+@pytest.mark.parametrize("name", DECODER_PRESETS)
+def test_matches_llmcore_models_built_on_meta(name: str) -> None:
+    model = llmcore.build(name, device="meta")
+    assert parameter_count(preset_config(name)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["bert-base", "t5-small", "deberta-v3-base", "chatglm-6b", "albert-base"])
+def test_encoder_features_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="parameter_count"):
+        parameter_count(preset_config(name))
