@@ -21,6 +21,7 @@ from llmcore import CausalLM, ModelConfig
 from llmcore.data.corpus import byte_tokens, load_corpus, sample_windows
 from llmcore.schedules import cosine_lr, cosine_lr_scheduler
 from llmcore.training import Trainer, TrainingHistory, language_model_loss, parameter_groups, plot_losses, set_seed
+from llmcore.training.clipping import clip_grad_norm
 
 
 @pytest.fixture(autouse=True)
@@ -260,6 +261,38 @@ def test_clipping_rescales_to_the_limit_and_records_the_norm_before(shrink):
     assert trainer.history.grad_norms == [pytest.approx(norm, rel=1e-5)]
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[name] - scale * gradients[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("max_norm", [0.3, 1.0, 50.0, math.inf])
+def test_clip_grad_norm_matches_pytorch(dtype, max_norm):
+    """Oracle: torch.nn.utils.clip_grad_norm_ on a copy of the same gradients (one parameter has none)."""
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(3, 5), (7,), (2, 4, 6), (1,)]
+    ours = [nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in shapes]
+    theirs = [nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in shapes]
+    for mine, other in zip(ours[:-1], theirs[:-1]):
+        mine.grad = torch.randn(mine.shape, generator=generator, dtype=dtype)
+        other.grad = mine.grad.clone()
+    total = clip_grad_norm(ours, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    torch.testing.assert_close(total, expected)
+    for mine, other in zip(ours, theirs):
+        if other.grad is None:
+            assert mine.grad is None
+        else:
+            torch.testing.assert_close(mine.grad, other.grad)
+
+
+def test_clip_grad_norm_keeps_the_direction_and_reaches_the_limit():
+    first, second = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))
+    first.grad, second.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])   # global norm 5
+    assert float(clip_grad_norm([first, second], 1.0)) == pytest.approx(5.0)
+    torch.testing.assert_close(first.grad, torch.tensor([0.6, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(second.grad, torch.tensor([0.8]), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm([first], 0.0)
+    assert float(clip_grad_norm([nn.Parameter(torch.zeros(3))], 1.0)) == 0.0
 
 
 def corpus_trainer(seed: int = 0, *, dropout: float = 0.0, steps: int = 8, model_seed: int = 0) -> Trainer:

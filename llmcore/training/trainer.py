@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..losses import cross_entropy
+from .clipping import clip_grad_norm
 from .history import TrainingHistory
 from .seeding import restore_rng_states, rng_states
 
@@ -112,9 +113,9 @@ class Trainer:
 
     def clip_gradients(self) -> float:
         """Clip the global L2 norm of the optimizer's gradients to ``clip_norm`` (when set); return it before clipping."""
-        gradients = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         limit = math.inf if self.clip_norm is None else self.clip_norm
-        return float(torch.nn.utils.clip_grad_norm_(gradients, limit))
+        return float(clip_grad_norm(parameters, limit))
 
     def train_step(self) -> float:
         """One optimizer step (accumulate, clip, update, advance the schedule); returns its loss."""
