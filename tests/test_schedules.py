@@ -1,12 +1,13 @@
 """llmcore's Transformer learning-rate schedule (transformer_lr and transformer_lr_scheduler) against the paper's
 closed form d_model^-½ · min(step^-½, step · warmup^-1.5): key values, shape (linear warm-up then 1/√step decay),
-errors, and the scheduler's offset by one step.
+errors, and the scheduler's offset by one step; cosine_lr against transformers' cosine schedules.
 """
 import pytest
 import torch
 from torch import nn
 
 from llmcore import transformer_lr, transformer_lr_scheduler
+from llmcore.schedules import cosine_lr
 
 
 def closed_form_lr(step, d_model, warmup):
@@ -55,3 +56,36 @@ def test_scheduler_is_offset_by_one():
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([3.0 * closed_form_lr(s, 16, 4) for s in range(1, 9)], rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# cosine_lr against Hugging Face's schedules
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("warmup,total", [(2000, 10000), (7, 28), (0, 5), (1, 2)])
+def test_cosine_lr_matches_transformers_min_lr_schedule(warmup, total):
+    """Oracle: transformers' get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1), LLaMA's 10 % floor.
+    It agrees up to total_steps; after that its cosine turns back up, while cosine_lr stays at the floor."""
+    transformers = pytest.importorskip("transformers")
+    peak = 3e-4
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = transformers.get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=0.1)
+    for step in range(total + 1):
+        expected = scheduler.get_last_lr()[0]
+        assert cosine_lr(step, peak_lr=peak, warmup_steps=warmup, total_steps=total) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+        optimizer.step()
+        scheduler.step()
+    assert cosine_lr(total + total // 2, peak_lr=peak, warmup_steps=warmup, total_steps=total) == pytest.approx(0.1 * peak)
+
+
+def test_cosine_lr_differs_from_transformers_default_which_decays_to_zero():
+    transformers = pytest.importorskip("transformers")
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = transformers.get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=10, num_training_steps=100)
+    for _ in range(100):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert cosine_lr(100, peak_lr=1.0, warmup_steps=10, total_steps=100) == pytest.approx(0.1)
