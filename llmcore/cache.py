@@ -102,6 +102,13 @@ class RollingKVCache(LayerKVCache):
         super().__init__(window)
         self.window = window
 
+    def slot_positions(self, device: torch.device | None = None) -> Tensor:
+        """``[min(length, W)]`` the absolute position held by each filled slot, slot 0 first.
+
+        After 10 tokens with ``W = 4``: ``[8, 9, 6, 7]`` (position ``p`` sits in slot ``p mod 4``).
+        """
+        return self._slot_positions(self.length, device)
+
     def _slot_positions(self, length: int, device: torch.device | None) -> Tensor:
         """Positions held in slots ``0 … min(length, W) − 1`` once ``length`` tokens were written."""
         filled = min(length, self.window)
