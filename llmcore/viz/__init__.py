@@ -15,6 +15,8 @@ a PNG in an ``ipywidgets.Output``.
 * W03 attention weights (注意力权重): :func:`attention_viewer`, :func:`plot_attention`,
   :func:`record_attention_maps`.
 * W04 MoE routing (专家路由): :func:`routing_viewer`, :func:`plot_routing`, :func:`routing_counts`.
+* W05 Mistral's rolling buffer (滚动缓存): :func:`rolling_buffer_viewer`, :func:`plot_rolling_buffer`,
+  :func:`rolling_buffer_html`, :func:`rolling_buffer_states`.
 
 The functions that only compute (``mask_density``, ``receptive_field``, ``rope_scores`` …) need
 torch alone; drawing needs matplotlib and the widgets ipywidgets, both in the ``course`` extra
@@ -53,6 +55,14 @@ from .positions import (
     position_explorer,
     rope_scores,
 )
+from .rolling_buffer import (
+    BufferState,
+    RollingBufferViewer,
+    plot_rolling_buffer,
+    rolling_buffer_html,
+    rolling_buffer_states,
+    rolling_buffer_viewer,
+)
 from .routing import RoutingViewer, plot_routing, routing_counts, routing_viewer
 
 __all__ = [
@@ -63,4 +73,6 @@ __all__ = [
     "plot_rope_rotation", "plot_rope_scaling", "plot_sinusoidal", "plot_t5_buckets", "position_explorer", "rope_scores",
     "AttentionViewer", "attention_viewer", "plot_attention", "record_attention_maps",
     "RoutingViewer", "plot_routing", "routing_counts", "routing_viewer",
+    "BufferState", "RollingBufferViewer", "plot_rolling_buffer", "rolling_buffer_html", "rolling_buffer_states",
+    "rolling_buffer_viewer",
 ]

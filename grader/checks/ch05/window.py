@@ -429,12 +429,12 @@ class _CacheExercise(Exercise):
     expects = "the class RollingKVCache itself"
 
     def _guard(self, learner: Any) -> None:
-        if not callable(learner):
-            raise CheckFailure(f"✘ {self.title}: expected {self.expects}, got a {type(learner).__name__}",
-                               exercise=self.id, mistake_id="wrong_object")
         if not isinstance(learner, type) and hasattr(learner, "update"):
             raise CheckFailure(f"✘ {self.title}: expected the class itself, got an instance. "
                                "Pass the class: check_rolling_kv_cache(RollingKVCache).",
+                               exercise=self.id, mistake_id="wrong_object")
+        if not callable(learner):
+            raise CheckFailure(f"✘ {self.title}: expected {self.expects}, got a {type(learner).__name__}",
                                exercise=self.id, mistake_id="wrong_object")
 
 
