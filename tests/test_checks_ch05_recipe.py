@@ -11,7 +11,7 @@ import llmcore
 import llmcore.models
 from grader.checks.ch05 import check_clip_grad_norm, check_cosine_lr, check_llama_parameter_count, check_parameter_groups
 from grader.checks.framework import CheckFailure
-from tests.learners_ch05_recipe import (
+from learners_ch05_recipe import (
     clip_with_a_loop,
     count_by_pieces,
     cosine_lr_piecewise,
