@@ -6,6 +6,10 @@ Before any student code runs it
   ``GRADER_FILE_MB``, and pins the math libraries to ``GRADER_THREADS`` threads;
 * imports the modules in ``GRADER_PRELOAD`` (torch, the chapter's checks), which is also where the
   grader takes its snapshot of what student code must not redefine;
+* brings up the loopback interface of its network namespace when ``GRADER_LOOPBACK_UP`` is set: a
+  fresh namespace (``unshare -n``) starts with ``lo`` down, and notebooks that run several processes
+  (chapter 5's data-parallel step over gloo) talk over it. Only that namespace's own ``lo``: there is
+  still no route out of it;
 * installs an audit hook (``sys.addaudithook``: it can never be removed) that records network
   attempts and answers the grader's integrity probe.
 
@@ -18,10 +22,13 @@ against code that reverse-engineers the grader.
 
 Then it hands over to ipykernel as ``ipykernel_launcher`` would.
 """
+import fcntl
 import hashlib
 import hmac
 import json
 import os
+import socket
+import struct
 import sys
 
 ARM_EVENT = "llmcore.grader.arm"
@@ -52,6 +59,24 @@ def _apply_limits():
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = threads
+
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def bring_loopback_up(interface="lo"):
+    """Set ``interface`` up in this process's network namespace (``ip link set lo up`` as two ioctls, since
+    ``ip`` may be missing); return whether it is up. Needs CAP_NET_ADMIN in the namespace, as its creator has."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as control:
+            request = struct.pack("16sH", interface.encode(), 0) + bytes(22)
+            flags = struct.unpack_from("H", fcntl.ioctl(control.fileno(), _SIOCGIFFLAGS, request), 16)[0]
+            if not flags & _IFF_UP:
+                fcntl.ioctl(control.fileno(), _SIOCSIFFLAGS, struct.pack("16sH", interface.encode(), flags | _IFF_UP)
+                            + bytes(22))
+        return True
+    except OSError:
+        return False
 
 
 def _watched_objects():
@@ -167,6 +192,8 @@ def _read_key():
 
 
 def main():
+    if os.environ.pop("GRADER_LOOPBACK_UP", "") and not bring_loopback_up():
+        print("grader: could not bring up the loopback interface of the kernel's network namespace", file=sys.stderr)
     _apply_limits()
     key = _read_key()
     for name in filter(None, os.environ.get("GRADER_PRELOAD", "").split(",")):

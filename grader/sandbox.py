@@ -4,7 +4,8 @@
 
 * starts the kernel through :mod:`grader.kernel_launcher` (memory and file-size limits, math
   libraries pinned to a number of threads, torch and the chapter's checks preloaded) inside a new
-  network namespace (``unshare -n``) when the OS allows it, talking to it over Unix sockets;
+  network namespace (``unshare -n``) when the OS allows it, talking to it over Unix sockets; the
+  kernel brings that namespace's own loopback up (processes a notebook starts talk over it);
 * caps the output it keeps, and kills the kernel when the notebook's wall-clock limit is reached;
 * probes the kernel before every test cell: a test cell that would run after student code replaced
   a grader check (or what the checks rely on) is not run and fails with an explanation;
@@ -139,6 +140,8 @@ class SandboxExecute(Execute):
         if self.preload:
             env["GRADER_PRELOAD"] = self.preload
         env[SECRET_ENV] = self.course_secret  # empty: the public seeds a student gets at home
+        if self._isolated:
+            env["GRADER_LOOPBACK_UP"] = "1"
         km.sandbox_env = env
         km.isolate_network = self._isolated
         if self.fork_kernels:
