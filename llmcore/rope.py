@@ -25,6 +25,12 @@ Context extension rescales the positions or the base (RoPE scaling, 位置插值
 * ``llama3`` (LLaMA 3.1): frequencies with wavelengths longer than ``L₀/low_freq_factor`` are
   divided by ``factor``, shorter than ``L₀/high_freq_factor`` are kept, and the band between is
   blended smoothly.
+* ``yarn`` (YaRN, Peng et al. 2023, §3.2-3.4): per pair, by how many turns ``r = L₀/wavelength`` it
+  makes in the trained length: pairs with ``r > beta_fast`` (32) keep their frequency, pairs with
+  ``r < beta_slow`` (1) are interpolated by ``factor``, and a linear ramp over the pair index blends
+  the band between (dims 20…46 for ``d = 128``, base 10 000, ``L₀ = 4096``, following Hugging
+  Face's rounding of the band outwards). ``cos`` and ``sin`` are multiplied by the attention factor
+  ``0.1·ln(factor) + 1`` (1.0693 at ``factor = 2``), which scales every ``q·k`` by its square.
 * ``qwen_dynamic`` (Qwen-1's dynamic NTK): each sequence of length ``L`` gets
   ``α = max(2^⌈log₂(L/L₀) + 1⌉ − 1, 1)`` and ``base' = base · α^(d/(d−2))``; ``α`` jumps
   1 → 3 → 7 → 15 as ``L`` passes ``L₀``, ``2L₀``, ``4L₀``, and ``factor`` is unused (keep 1).
@@ -40,16 +46,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RopeScaling", "rope_inverse_frequencies", "qwen_ntk_alpha", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding", "Rotary2D"]
+__all__ = ["RopeScaling", "rope_inverse_frequencies", "qwen_ntk_alpha", "yarn_attention_factor", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding", "Rotary2D"]
 
-SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3", "qwen_dynamic")
+SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3", "yarn", "qwen_dynamic")
 
 
 @dataclass(frozen=True)
 class RopeScaling:
     """How RoPE is stretched beyond the trained context length (see the module docstring).
 
-    ``original_max_positions`` is ``L₀`` for ``dynamic``, ``llama3`` and ``qwen_dynamic``.
+    ``original_max_positions`` is ``L₀`` for ``dynamic``, ``llama3``, ``yarn`` and ``qwen_dynamic``;
+    ``low_freq_factor``/``high_freq_factor`` belong to ``llama3``, ``beta_fast``/``beta_slow`` (turns in
+    ``L₀`` at the two ends of YaRN's ramp) to ``yarn``.
     """
 
     type: str
@@ -57,13 +65,15 @@ class RopeScaling:
     original_max_positions: int | None = None
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
 
     def __post_init__(self) -> None:
         if self.type not in SCALING_TYPES:
             raise ValueError(f"unknown RoPE scaling type {self.type!r}; known: {list(SCALING_TYPES)}")
         if self.factor < 1.0:
             raise ValueError(f"RoPE scaling factor must be >= 1, got {self.factor}")
-        if self.type in ("dynamic", "llama3", "qwen_dynamic") and not self.original_max_positions:
+        if self.type in ("dynamic", "llama3", "yarn", "qwen_dynamic") and not self.original_max_positions:
             raise ValueError(f"RoPE scaling {self.type!r} needs original_max_positions (the trained context length)")
 
 
@@ -72,7 +82,8 @@ def rope_inverse_frequencies(rotary_dim: int, base: float = 10000.0, scaling: Ro
 
     Always float32: in bfloat16 the frequencies of a 4096-token context lose whole radians. The
     static scalings (``ntk``, ``llama3``) are applied here; ``linear`` and ``dynamic`` act on
-    positions and lengths in :class:`RotaryEmbedding`.
+    positions and lengths in :class:`RotaryEmbedding`; ``yarn``'s frequencies are set here and its
+    attention factor (:func:`yarn_attention_factor`) by :class:`RotaryEmbedding`.
     """
     if rotary_dim <= 0 or rotary_dim % 2:
         raise ValueError(f"rotary_dim must be a positive even number, got {rotary_dim}")
@@ -81,7 +92,18 @@ def rope_inverse_frequencies(rotary_dim: int, base: float = 10000.0, scaling: Ro
     inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
     if scaling is not None and scaling.type == "llama3":
         inv_freq = _llama3_frequencies(inv_freq, scaling)
+    if scaling is not None and scaling.type == "yarn":
+        inv_freq = _yarn_frequencies(inv_freq, rotary_dim, base, scaling)
     return inv_freq
+
+
+def yarn_attention_factor(factor: float) -> float:
+    """YaRN's ``cos``/``sin`` multiplier ``0.1·ln(factor) + 1`` (Peng et al. 2023, eq. 22; 1 for ``factor ≤ 1``).
+
+    Both ``q`` and ``k`` are rotated with the scaled tables, so every ``q·k`` grows by its square:
+    the softmax is sharpened back after the interpolated pairs blurred it.
+    """
+    return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
 def qwen_ntk_alpha(length: int, trained_length: int) -> int:
@@ -105,6 +127,24 @@ def _llama3_frequencies(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
     blended = (1 - smooth) * scaled / scaling.factor + smooth * scaled
     in_band = ~(wavelength < high_freq_wavelength) & ~(wavelength > low_freq_wavelength)
     return torch.where(in_band, blended, scaled)
+
+
+def _yarn_frequencies(inv_freq: Tensor, rotary_dim: int, base: float, scaling: RopeScaling) -> Tensor:
+    assert scaling.original_max_positions is not None
+    trained = scaling.original_max_positions
+
+    def pair_making(turns: float) -> float:
+        """The (fractional) pair index whose wavelength fits ``turns`` times into the trained length."""
+        return rotary_dim * math.log(trained / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    # Hugging Face widens the band to whole pairs (floor/ceil), as the YaRN reference code does.
+    low = max(math.floor(pair_making(scaling.beta_fast)), 0)
+    high = min(math.ceil(pair_making(scaling.beta_slow)), rotary_dim - 1)
+    if low == high:
+        high += 0.001
+    interpolated = (torch.arange(rotary_dim // 2, dtype=torch.float32) - low) / (high - low)
+    interpolated = interpolated.clamp(0, 1)  # 0: keep the frequency (fast pairs), 1: divide it by factor
+    return inv_freq / scaling.factor * interpolated + inv_freq * (1 - interpolated)
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -158,6 +198,7 @@ class RotaryEmbedding(nn.Module):
         self.interleaved = interleaved
         self.scaling = scaling
         self.register_buffer("inv_freq", rope_inverse_frequencies(rotary_dim, base, scaling), persistent=False)
+        self.attention_factor = yarn_attention_factor(scaling.factor) if scaling is not None and scaling.type == "yarn" else 1.0
 
     def _inverse_frequencies_for(self, length: int) -> Tensor:
         scaling = self.scaling
@@ -175,12 +216,14 @@ class RotaryEmbedding(nn.Module):
         base = self.base * stretch ** (self.rotary_dim / (self.rotary_dim - 2))
         return rope_inverse_frequencies(self.rotary_dim, base).to(self.inv_freq.device)
 
-    def forward(self, position_ids: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """``position_ids [B, L]`` (integers) → ``(cos, sin)``, each ``[B, L, rotary_dim]`` in ``dtype``.
+    def angles(self, position_ids: Tensor) -> Tensor:
+        """``position_ids [B, L]`` (integers) → the rotation angle of every pair, ``[B, L, rotary_dim/2]``, float32.
 
-        Angles are computed in float32 and only the final tables are cast. With ``qwen_dynamic``
-        each row's length is its largest position + 1 (pass ``cumsum(mask) − 1`` positions for a
-        padded batch, as Qwen takes each sequence's true length).
+        Angle ``m·θ_i`` with the scaling applied: ``linear`` divides the positions, the NTK variants
+        change the base. The dynamic variants read the current length as the largest position + 1
+        (Hugging Face's convention); with ``qwen_dynamic`` each row's length is its largest
+        position + 1 (pass ``cumsum(mask) − 1`` positions for a padded batch, as Qwen takes each
+        sequence's true length).
         """
         positions = position_ids.float()
         if self.scaling is not None and self.scaling.type == "linear":
@@ -194,12 +237,23 @@ class RotaryEmbedding(nn.Module):
             inv_freq = self._inverse_frequencies_for(int(position_ids.max().item()) + 1)
         else:
             inv_freq = self.inv_freq
-        angles = positions.unsqueeze(-1) * inv_freq
+        return positions.unsqueeze(-1) * inv_freq
+
+    def forward(self, position_ids: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """``position_ids [B, L]`` (integers) → ``(cos, sin)``, each ``[B, L, rotary_dim]`` in ``dtype``.
+
+        Angles (:meth:`angles`) are computed in float32 and only the final tables are cast; with
+        ``yarn`` both tables are multiplied by :attr:`attention_factor`.
+        """
+        angles = self.angles(position_ids)
         if self.interleaved:
             angles = angles.repeat_interleave(2, dim=-1)
         else:
             angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        if self.attention_factor != 1.0:
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        return cos.to(dtype), sin.to(dtype)
 
 
 @dataclass(frozen=True)
