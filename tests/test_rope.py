@@ -106,3 +106,27 @@ def test_rope_scaling_validation_names_the_problem():
         RopeScaling("dynamic", 2.0)
     with pytest.raises(ValueError, match="rotary_dim"):
         rope_inverse_frequencies(7)
+
+
+@pytest.mark.parametrize("scaling", [None, RopeScaling("linear", 4.0), RopeScaling("ntk", 4.0)])
+def test_angles_are_position_times_frequency_by_a_naive_loop(scaling):
+    """RotaryEmbedding.angles against the definition m·θ_i, written out term by term in float64."""
+    head_dim, base = 8, 10000.0
+    positions = [0, 1, 7, 300]
+    if scaling is not None and scaling.type == "ntk":
+        base_used, divisor = base * 4.0 ** (head_dim / (head_dim - 2)), 1.0
+    else:
+        base_used, divisor = base, (4.0 if scaling is not None else 1.0)
+    expected = torch.tensor([[m / divisor * base_used ** (-2 * i / head_dim) for i in range(head_dim // 2)]
+                             for m in positions], dtype=torch.float64)
+    got = RotaryEmbedding(head_dim, base, scaling=scaling).angles(torch.tensor([positions]))[0]
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_tables_are_cos_and_sin_of_the_angles_in_the_layout_order():
+    rotary = RotaryEmbedding(6, interleaved=True)
+    positions = torch.tensor([[2, 5]])
+    angles = rotary.angles(positions)
+    cos, sin = rotary(positions)
+    torch.testing.assert_close(cos[..., 0::2], angles.cos())
+    torch.testing.assert_close(sin[..., 1::2], angles.sin())
