@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from llmcore import cache as reference_cache
+from llmcore.cache import KVCache
 from llmcore import masks as reference_masks
 from llmcore.viz import masks as reference_viz_masks
 
@@ -29,6 +30,7 @@ __all__ = [
     "check_sliding_window_mask",
     "check_rolling_kv_cache",
     "check_sliding_receptive_field",
+    "kv_cache_with",
 ]
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
@@ -568,3 +570,55 @@ SLIDING_RECEPTIVE_FIELD = register(Exercise(
                   "apply (window_mask.int() @ reach.int()) > 0 once per layer.",
 ))
 check_sliding_receptive_field = SLIDING_RECEPTIVE_FIELD.check
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo: a model decoding with the learner's rolling buffer in its sliding-window layers.
+# --------------------------------------------------------------------------------------------------
+
+
+class _LearnerLayerCache:
+    """A learner's RollingKVCache behind the interface llmcore's decoder layers call.
+
+    The decoder builds each layer's mask from :meth:`key_positions` *before* the layer calls
+    :meth:`update`, so the keys are laid out here in one fixed order, the slots held before the step
+    (by position) then the new tokens, whatever order the learner's ``update`` returned them in. A
+    position the learner did not return gets a zero key and value: it is either outside the window
+    (masked anyway) or a bug that the demo's tokens will show.
+    """
+
+    def __init__(self, learner_cache: Any) -> None:
+        self.learner = learner_cache
+        self._planned: Tensor | None = None
+
+    def key_positions(self, query_length: int, device: torch.device | None = None) -> Tensor:
+        held = torch.as_tensor(self.learner.positions)
+        held = held[held >= 0].sort().values
+        start = self.learner.length
+        self._planned = torch.cat([held, torch.arange(start, start + query_length)]).to(device)
+        return self._planned
+
+    def update(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        planned = self._planned if self._planned is not None else self.key_positions(keys.shape[2], keys.device)
+        self._planned = None
+        got_keys, got_values, got_positions = self.learner.update(keys, values)
+        match = planned.view(-1, 1) == torch.as_tensor(got_positions, device=planned.device).view(1, -1)
+        index = match.int().argmax(dim=1)
+        found = match.any(dim=1).view(1, 1, -1, 1).to(keys.dtype)
+        return got_keys[:, :, index] * found, got_values[:, :, index] * found
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.learner.keys, self.learner.values)
+                   if isinstance(t, Tensor))
+
+
+def kv_cache_with(model: Any, cache_class: Callable[[int], Any]) -> KVCache:
+    """A :class:`llmcore.cache.KVCache` for ``model`` whose sliding-window layers keep their keys in
+    ``cache_class(window)`` (the notebook's RollingKVCache); pass it as ``model(ids, cache=...)``."""
+    cache = KVCache.for_model(model)
+    window = model.config.sliding_window
+    cache.layers = [
+        _LearnerLayerCache(cache_class(window)) if isinstance(layer, reference_cache.RollingKVCache) else layer
+        for layer in cache.layers
+    ]
+    return cache
