@@ -471,3 +471,11 @@ def test_record_attention_detaches_the_weights():
     with record_attention(model) as maps:
         model(randn(1, 2, 8), randn(1, 2, 8))
     assert not maps["first"][0].requires_grad
+
+
+@pytest.mark.parametrize("n_rep", [1, 3, 4])
+def test_repeat_kv_matches_transformers_llama_repeat_kv(n_rep):
+    """Oracle: transformers' LLaMA repeat_kv (expand + reshape), the layout of the released checkpoints."""
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(n_rep))
+    assert torch.equal(repeat_kv(x, n_rep), llama.repeat_kv(x, n_rep))

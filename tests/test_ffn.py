@@ -80,3 +80,30 @@ def test_unknown_activation_lists_the_known_ones():
         FeedForward(4, 8, activation="swish")
     with pytest.raises(ValueError, match="unknown activation"):
         get_activation("tanh")
+
+
+@pytest.mark.parametrize("d, multiple_of, expected", [(4096, 128, 11008), (5120, 128, 13696)])
+def test_baichuan2_widths_round_to_128(d, multiple_of, expected):
+    """Baichuan 2 7B and 13B (their released configs: intermediate_size 11008 and 13696)."""
+    assert gated_hidden_size(d, multiple_of=multiple_of) == expected
+
+
+@pytest.mark.parametrize("family, activation, hf_activation", [("llama", "silu", "silu"),
+                                                                ("gemma", "gelu_tanh", "gelu_pytorch_tanh")])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gated_ffn_matches_transformers_mlp(family, activation, hf_activation, dtype):
+    """Oracle: transformers' LlamaMLP (SwiGLU) and GemmaMLP (GeGLU) with the same three matrices."""
+    transformers = pytest.importorskip("transformers")
+    config_class, module_name, mlp_name = {
+        "llama": ("LlamaConfig", "transformers.models.llama.modeling_llama", "LlamaMLP"),
+        "gemma": ("GemmaConfig", "transformers.models.gemma.modeling_gemma", "GemmaMLP"),
+    }[family]
+    config = getattr(transformers, config_class)(hidden_size=24, intermediate_size=40, hidden_act=hf_activation,
+                                                       num_attention_heads=4, num_key_value_heads=2, head_dim=6)
+    torch.manual_seed(0)
+    oracle = getattr(pytest.importorskip(module_name), mlp_name)(config).to(dtype)
+    ours = GatedFeedForward(24, 40, activation=activation).to(dtype)
+    ours.load_state_dict(oracle.state_dict())
+    x = randn(2, 5, 24, dtype=dtype, seed=5) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), oracle(x), **TOLERANCE[dtype])

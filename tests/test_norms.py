@@ -136,3 +136,47 @@ def test_layer_norm_module_equals_the_readable_function(bias):
     x = torch.randn(3, 7, 16, dtype=torch.float64) * 5 + 2
     norm = norm.double()
     torch.testing.assert_close(norm(x), layer_norm(x, norm.weight, norm.bias, 1e-5), rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# RMSNorm against transformers (the independent oracle of chapter 5's exercise)
+# --------------------------------------------------------------------------------------------------
+
+# LlamaRMSNorm normalises in float32 whatever the input, so a float64 input differs from ours (computed in float64)
+# by float32 rounding; half inputs agree to the last bit because both compute in float32 and cast back.
+ORACLE_TOLERANCE = {torch.float32: dict(atol=1e-6, rtol=1e-6), torch.float64: dict(atol=1e-6, rtol=1e-6),
+                    torch.bfloat16: dict(atol=0, rtol=0), torch.float16: dict(atol=0, rtol=0)}
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1.0), (torch.float64, 1.0), (torch.bfloat16, 4.0),
+                                          (torch.float16, 300.0)])
+def test_rms_norm_matches_transformers_llama_rms_norm(dtype, scale):
+    """float16 at scale 300: x² overflows float16, so only a float32 statistic gives finite, equal results."""
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    oracle = llama.LlamaRMSNorm(24, eps=1e-5)
+    with torch.no_grad():
+        oracle.weight.copy_(randn(24, seed=1) * 0.3 + 1.0)
+    ours = RMSNorm(24, eps=1e-5)
+    ours.load_state_dict(oracle.state_dict())
+    oracle.to(dtype)
+    ours.to(dtype)
+    x = (randn(2, 7, 24, seed=2) * scale).to(dtype)
+    with torch.no_grad():
+        expected, got = oracle(x), ours(x)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, **ORACLE_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unit_offset_rms_norm_matches_transformers_gemma_rms_norm(dtype):
+    gemma = pytest.importorskip("transformers.models.gemma.modeling_gemma")
+    oracle = gemma.GemmaRMSNorm(24, eps=1e-6)
+    with torch.no_grad():
+        oracle.weight.copy_(randn(24, seed=3) * 0.3)
+    ours = RMSNorm(24, eps=1e-6, unit_offset=True)
+    ours.load_state_dict(oracle.state_dict())
+    oracle.to(dtype)
+    ours.to(dtype)
+    x = (randn(3, 5, 24, seed=4) * 3).to(dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), oracle(x), **ORACLE_TOLERANCE[dtype])
