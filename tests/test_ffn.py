@@ -1,5 +1,6 @@
 """llmcore.ffn against closed forms: the gated (SwiGLU) feed-forward against silu(x·W_gate) ⊙ (x·W_up) · W_down
-and its hidden-size rule against the published LLaMA widths, and the plain FeedForward against
+and against transformers' LlamaMLP and GemmaMLP, its hidden-size rule against the published LLaMA and Baichuan 2
+widths, and the plain FeedForward against
 activation(x·W1 + b1)·W2 + b2 with each activation written out element-wise (relu, gelu, gelu_tanh, silu).
 """
 from __future__ import annotations
@@ -98,8 +99,9 @@ def test_gated_ffn_matches_transformers_mlp(family, activation, hf_activation, d
         "llama": ("LlamaConfig", "transformers.models.llama.modeling_llama", "LlamaMLP"),
         "gemma": ("GemmaConfig", "transformers.models.gemma.modeling_gemma", "GemmaMLP"),
     }[family]
+    # The attention fields only satisfy the config's validation: the MLP reads the first three.
     config = getattr(transformers, config_class)(hidden_size=24, intermediate_size=40, hidden_act=hf_activation,
-                                                       num_attention_heads=4, num_key_value_heads=2, head_dim=6)
+                                                 num_attention_heads=4, num_key_value_heads=2, head_dim=6)
     torch.manual_seed(0)
     oracle = getattr(pytest.importorskip(module_name), mlp_name)(config).to(dtype)
     ours = GatedFeedForward(24, 40, activation=activation).to(dtype)
