@@ -69,8 +69,8 @@ def test_tying_removes_exactly_one_vocabulary_matrix() -> None:
     assert parameter_count(tied) == _hf_model(tied).num_parameters()
 
 
-DECODER_PRESETS = [name for name in PRESETS if isinstance(llmcore.build(name, device="meta"), CausalLM)
-                   and not preset_config(name).position_2d]
+DECODER_PRESETS = [name for name, preset in PRESETS.items()
+                   if issubclass(preset.model_class, CausalLM) and not preset.config.position_2d]
 
 
 @pytest.mark.parametrize("name", DECODER_PRESETS)
@@ -83,3 +83,21 @@ def test_matches_llmcore_models_built_on_meta(name: str) -> None:
 def test_encoder_features_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="parameter_count"):
         parameter_count(preset_config(name))
+
+
+def _from_meta_params(dim: int, n_layers: int, n_heads: int, n_kv_heads: int, vocab_size: int, multiplier: float,
+                      multiple_of: int, tie: bool) -> ModelConfig:
+    """A ModelConfig from the fields of Meta's params.json, the FFN width by LLaMA's rounding rule."""
+    return ModelConfig(vocab_size=vocab_size, hidden_size=dim, n_layers=n_layers, n_heads=n_heads,
+                       n_kv_heads=n_kv_heads, tie_word_embeddings=tie,
+                       intermediate_size=llmcore.ffn.gated_hidden_size(dim, multiple_of=multiple_of, multiplier=multiplier))
+
+
+def test_published_counts_of_models_without_a_preset() -> None:
+    """Llama 3.1 405B (Meta's params.json: 16384, 126 layers, 128/8 heads, multiplier 1.2, multiple_of 4096) and
+    Llama 3.2 1B, whose head is tied to its embedding (model cards on the Hugging Face Hub)."""
+    llama_405b = _from_meta_params(16384, 126, 128, 8, 128256, 1.2, 4096, tie=False)
+    llama_1b = _from_meta_params(2048, 16, 32, 8, 128256, 1.5, 256, tie=True)
+    assert llama_405b.intermediate_size == 53248 and llama_1b.intermediate_size == 8192
+    assert parameter_count(llama_405b) == 405_853_388_800
+    assert parameter_count(llama_1b) == 1_235_814_400 == _hf_model(llama_1b).num_parameters()
