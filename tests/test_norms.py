@@ -1,6 +1,7 @@
 """llmcore.norms against independent oracles: RMSNorm (and Gemma's unit-offset variant) against its closed form
-x / sqrt(mean(x²) + eps) · w written out in float64 and against transformers' LlamaRMSNorm and GemmaRMSNorm, and LayerNorm (function and module, values and gradients)
-against torch.nn.functional.layer_norm, torch.nn.LayerNorm with copied weights, and a hand-computed case.
+x / sqrt(mean(x²) + eps) · w written out in float64 and against transformers' LlamaRMSNorm and GemmaRMSNorm, and
+LayerNorm (function and module, values and gradients) against torch.nn.functional.layer_norm, torch.nn.LayerNorm with
+copied weights, and a hand-computed case.
 """
 from __future__ import annotations
 
