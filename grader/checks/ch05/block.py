@@ -421,10 +421,10 @@ def _gqa_cases(random: CaseRandom, hidden: bool) -> list[Case]:
                 random.tensor((batch, kv_heads, kv_length, dim), dtype))
 
     cases = [
-        Case("GQA: q [B=2, H=6, L=5, D=8], k/v [B=2, H_kv=2, S=5, D=8] (3 query heads per KV head), causal mask, "
-             "float32", (*qkv(2, 6, 2, 5, 5, 8, torch.float32), causal(5))),
-        Case("MQA: q [B=1, H=4, L=3, D=16], k/v [B=1, H_kv=1, S=7, D=16], padding mask, float64, gradients",
-             (*qkv(1, 4, 1, 3, 7, 16, torch.float64), lengths_mask([5], 7)), check_gradients=True),
+        Case("GQA: q [B=3, H=6, L=5, D=8], k/v [B=3, H_kv=2, S=5, D=8] (3 query heads per KV head), causal mask, "
+             "float32", (*qkv(3, 6, 2, 5, 5, 8, torch.float32), causal(5))),
+        Case("MQA: q [B=2, H=4, L=3, D=16], k/v [B=2, H_kv=1, S=7, D=16], padding mask, float64, gradients",
+             (*qkv(2, 4, 1, 3, 7, 16, torch.float64), lengths_mask([5, 7], 7)), check_gradients=True),
         Case("plain multi-head: q and k/v [B=2, H=H_kv=3, L=S=4, D=6], no mask, float32",
              (*qkv(2, 3, 3, 4, 4, 6, torch.float32), None)),
         Case("q with H=8 heads, k/v with H_kv=3 (8 is not a multiple of 3): expects a ValueError",
