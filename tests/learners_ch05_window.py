@@ -160,7 +160,8 @@ class RollingCacheQueue(RollingCacheVectorised):
             self.keys = keys.new_zeros(batch, heads, self.window, head_dim)
             self.values = values.new_zeros(batch, heads, self.window, head_dim)
         filled = self.positions >= 0
-        result = (torch.cat([self.keys[:, :, filled], keys], dim=2), torch.cat([self.values[:, :, filled], values], dim=2),
+        result = (torch.cat([self.keys[:, :, filled], keys], dim=2),
+                  torch.cat([self.values[:, :, filled], values], dim=2),
                   torch.cat([self.positions[filled], torch.arange(self.length, self.length + chunk)]))
         for i in range(chunk):
             if self.length < self.window:
@@ -184,7 +185,8 @@ class RollingCacheSlotsFromZero(RollingCacheVectorised):
             self.keys = keys.new_zeros(batch, heads, self.window, head_dim)
             self.values = values.new_zeros(batch, heads, self.window, head_dim)
         filled = self.positions >= 0
-        result = (torch.cat([self.keys[:, :, filled], keys], dim=2), torch.cat([self.values[:, :, filled], values], dim=2),
+        result = (torch.cat([self.keys[:, :, filled], keys], dim=2),
+                  torch.cat([self.values[:, :, filled], values], dim=2),
                   torch.cat([self.positions[filled], torch.arange(self.length, self.length + chunk)]))
         for i in range(chunk):
             slot = i % self.window
@@ -202,7 +204,8 @@ class RollingCacheClearedWhenFull(RollingCacheVectorised):
             self.keys = keys.new_zeros(batch, heads, self.window, head_dim)
             self.values = values.new_zeros(batch, heads, self.window, head_dim)
         filled = self.positions >= 0
-        result = (torch.cat([self.keys[:, :, filled], keys], dim=2), torch.cat([self.values[:, :, filled], values], dim=2),
+        result = (torch.cat([self.keys[:, :, filled], keys], dim=2),
+                  torch.cat([self.values[:, :, filled], values], dim=2),
                   torch.cat([self.positions[filled], torch.arange(self.length, self.length + chunk)]))
         for i in range(chunk):
             slot = self.length % self.window
@@ -264,7 +267,8 @@ class RollingCacheOneSlotTooMany(RollingCacheVectorised):
             self.keys = keys.new_zeros(batch, heads, self.slots, head_dim)
             self.values = values.new_zeros(batch, heads, self.slots, head_dim)
         filled = self.positions >= 0
-        result = (torch.cat([self.keys[:, :, filled], keys], dim=2), torch.cat([self.values[:, :, filled], values], dim=2),
+        result = (torch.cat([self.keys[:, :, filled], keys], dim=2),
+                  torch.cat([self.values[:, :, filled], values], dim=2),
                   torch.cat([self.positions[filled], torch.arange(self.length, self.length + chunk)]))
         for i in range(chunk):
             slot = self.length % self.slots

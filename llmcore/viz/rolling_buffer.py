@@ -174,7 +174,8 @@ class RollingBufferViewer(Explorer):
         return bundle
 
 
-def rolling_buffer_viewer(window: int = 4, chunks: Sequence[int] | None = None, *, step: int = 1) -> RollingBufferViewer:
+def rolling_buffer_viewer(window: int = 4, chunks: Sequence[int] | None = None, *,
+                          step: int = 1) -> RollingBufferViewer:
     """A slider over the steps of a rolling buffer of ``window`` slots fed ``chunks`` (default: 11 single
     tokens). Leave it as a cell's last expression; without widgets the static table shows instead."""
     return RollingBufferViewer(window, [1] * 11 if chunks is None else chunks, step)

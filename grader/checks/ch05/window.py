@@ -53,8 +53,9 @@ def _evaluate_window_mask(make_mask_mod: Callable[[int], MaskMod]) -> Callable[.
     def evaluate(window: int, batch: int, heads: int, q_len: int, kv_len: int) -> Tensor:
         mask_mod = make_mask_mod(window)
         if not callable(mask_mod):
+            returned = "None" if mask_mod is None else type(mask_mod).__name__
             raise CheckFailure(
-                f"✘ sliding_window_mask({window}) returned {'None' if mask_mod is None else type(mask_mod).__name__}: "
+                f"✘ sliding_window_mask({window}) returned {returned}: "
                 "it must return a mask_mod, a function (b, h, q_idx, kv_idx) -> boolean tensor. Define it inside "
                 "sliding_window_mask and `return` it.", exercise="sliding_window_mask", mistake_id="wrong_return")
 
