@@ -201,3 +201,12 @@ def test_concurrent_runs_in_one_namespace_do_not_collide() -> None:
     if result.returncode != 0 and "unshare" in result.stderr:
         pytest.skip(f"`unshare -n` is not allowed here: {result.stderr.strip()}")
     assert result.stdout.strip() == str(["[400.0, 400.0]"] * 3), result.stderr
+
+
+def train_step(model):
+    raise NotImplementedError()
+
+
+def test_a_stub_comes_back_as_not_implemented_naming_the_function() -> None:
+    with pytest.raises(NotImplementedError, match="`train_step` is not implemented yet"):
+        dp.launch(lambda rank, world_size: train_step(None), 2)

@@ -132,7 +132,9 @@ def launch(worker: Callable[[int, int], T], world_size: int = 2, *, timeout: flo
 
     Returns the workers' return values in rank order (they travel back pickled). Each child uses one
     torch thread. When a rank raises, the others are killed at once (they would wait in a collective
-    for a peer that never comes) and :class:`WorkerError` names the rank and its exception; after
+    for a peer that never comes) and :class:`WorkerError` names the rank and its exception (a bare
+    ``NotImplementedError``, an exercise's stub, comes back as ``NotImplementedError`` naming the
+    function that raised it); after
     ``timeout`` seconds every rank still running is killed and ``TimeoutError`` names them. The group,
     the store's folder and the children are cleaned up in every case.
 
@@ -206,6 +208,10 @@ def _collect(pids: dict[int, int], pipes: dict[int, int], timeout: float) -> lis
                 deadline = min(deadline, time.monotonic() + ERROR_GRACE_S)
     if errors:
         _, rank, error, text = min(errors, key=lambda entry: entry[0])
+        if type(error) is NotImplementedError and not error.args:  # a stub: name the function still to write
+            stub = _innermost_function(text)
+            raise NotImplementedError(f"`{stub}` is not implemented yet (rank {rank} reached its "
+                                      "`raise NotImplementedError()`)")
         summary = f"{type(error).__name__}: {error}" if error is not None else text.strip().splitlines()[-1]
         raise WorkerError(f"rank {rank} failed: {summary}\n--- traceback of rank {rank} ---\n{text}",
                           rank=rank, error=error, child_traceback=text)
@@ -214,6 +220,12 @@ def _collect(pids: dict[int, int], pipes: dict[int, int], timeout: float) -> lis
         raise TimeoutError(f"rank(s) {waiting} did not finish within {timeout:g} s (waiting in a collective that "
                            "another rank never reached?)")
     return [results[rank] for rank in sorted(results)]
+
+
+def _innermost_function(traceback_text: str) -> str:
+    """The function of the last frame of a formatted traceback (``File "…", line 3, in train``)."""
+    frames = [line for line in traceback_text.splitlines() if line.lstrip().startswith("File ")]
+    return frames[-1].rsplit(" in ", 1)[-1] if frames else "the worker"
 
 
 # --------------------------------------------------------------------------------------------------
