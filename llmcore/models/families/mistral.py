@@ -2,9 +2,9 @@
 
 Every layer lets a token attend to the last ``W = 4096`` positions only, itself included
 (滑动窗口注意力, ``ModelConfig.sliding_window``). Information still travels further than ``W``:
-after ``k`` layers a token can be influenced by tokens up to ``k·W`` positions back, so the 32-layer
-model "sees" about 131K tokens while each layer's cost and KV cache stay bounded by ``W`` (paper
-§2). Grouped-query attention (8 KV heads for 32 query heads) shrinks the cache further.
+each layer reaches ``W − 1`` positions back, so after ``k`` layers a token can be influenced by
+tokens up to ``k·(W − 1)`` positions back: 131,040 for the 32-layer model, which the paper rounds to
+``k·W`` ≈ 131K (§2), while each layer's cost and KV cache stay bounded by ``W``. Grouped-query attention (8 KV heads for 32 query heads) shrinks the cache further.
 """
 
 from __future__ import annotations
