@@ -236,9 +236,9 @@ class _DataParallelRun(_CaseRun):
 
         try:
             results = reference_dp.launch(worker, setup.world_size, timeout=LAUNCH_TIMEOUT_S)
-        except reference_dp.WorkerError as failure:
+        except reference_dp.WorkerError as failure:  # the learner's exception, re-raised here to be explained
             self.failed_rank = failure.rank
-            if failure.error is not None and isinstance(failure.error, Exception):
+            if isinstance(failure.error, Exception):
                 raise failure.error from None
             raise RuntimeError(failure.child_traceback.strip().splitlines()[-1]) from None
         except TimeoutError as error:
