@@ -1,7 +1,7 @@
 """llmcore.ffn against closed forms and transformers: the gated (SwiGLU) feed-forward against
-silu(x·W_gate) ⊙ (x·W_up) · W_down and against transformers' LlamaMLP and GemmaMLP, its hidden-size rule against the
-published LLaMA and Baichuan 2 widths, and the plain FeedForward against activation(x·W1 + b1)·W2 + b2 with each
-activation written out element-wise (relu, gelu, gelu_tanh, silu).
+silu(x·W_gate) ⊙ (x·W_up) · W_down and against transformers' LlamaMLP and GemmaMLP, its hidden-size rule against
+the published LLaMA and Baichuan 2 widths, and the plain FeedForward against activation(x·W1 + b1)·W2 + b2 with
+each activation written out element-wise (relu, gelu, gelu_tanh, silu).
 """
 from __future__ import annotations
 

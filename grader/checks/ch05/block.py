@@ -417,7 +417,8 @@ GQA_MISTAKES = [
 def _gqa_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     def qkv(batch: int, heads: int, kv_heads: int, length: int, kv_length: int, dim: int,
             dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        return (random.tensor((batch, heads, length, dim), dtype), random.tensor((batch, kv_heads, kv_length, dim), dtype),
+        return (random.tensor((batch, heads, length, dim), dtype),
+                random.tensor((batch, kv_heads, kv_length, dim), dtype),
                 random.tensor((batch, kv_heads, kv_length, dim), dtype))
 
     cases = [
@@ -436,7 +437,8 @@ def _gqa_cases(random: CaseRandom, hidden: bool) -> list[Case]:
                  "gradients", (*qkv(1, 32, 8, 3, 3, 4, torch.float64), causal(3)), check_gradients=True),
             Case("q [B=3, H=10, L=2, D=5], k/v [B=3, H_kv=5, S=6, D=5], padding mask, float32",
                  (*qkv(3, 10, 5, 2, 6, 5, torch.float32), lengths_mask([6, 4, 1], 6))),
-            Case("q with H=6 heads, k/v with H_kv=4: expects a ValueError", (*qkv(2, 6, 4, 2, 2, 3, torch.float32), None)),
+            Case("q with H=6 heads, k/v with H_kv=4: expects a ValueError",
+                 (*qkv(2, 6, 4, 2, 2, 3, torch.float32), None)),
         ]
     return cases
 
@@ -458,7 +460,8 @@ GROUPED_QUERY_ATTENTION = register(Exercise(
     forbidden={
         reference_attention.repeat_kv: "llmcore.attention.repeat_kv",
         llmcore.MultiHeadAttention: "llmcore.MultiHeadAttention",
-        F.scaled_dot_product_attention: "torch.nn.functional.scaled_dot_product_attention (enable_gqa groups the heads)",
+        F.scaled_dot_product_attention:
+            "torch.nn.functional.scaled_dot_product_attention (enable_gqa groups the heads)",
     },
     forbidden_ops={
         "scaled_dot_product_attention": "PyTorch's scaled_dot_product_attention (aten::scaled_dot_product_attention)",
@@ -481,7 +484,8 @@ check_grouped_query_attention = GROUPED_QUERY_ATTENTION.check
 def _kv_cache_variant(config: ModelConfig, seq_len: int, batch_size: int = 1, bytes_per_value: int = 2, *,
                       tensors: int = 2, kv_heads: str = "kv", head_dim: str = "config", batch: bool = True,
                       layers: bool = True, use_bytes: bool = True) -> int:
-    """``tensors · n_layers · n_kv_heads · head_dim · seq_len · batch · bytes`` with the knobs of the known mistakes."""
+    """``tensors · n_layers · n_kv_heads · head_dim · seq_len · batch · bytes``, with the knobs of the known
+    mistakes."""
     heads = config.resolved_kv_heads if kv_heads == "kv" else config.n_heads
     width = config.resolved_head_dim if head_dim == "config" else config.hidden_size // config.n_heads
     return (tensors * (config.n_layers if layers else 1) * heads * width * seq_len * (batch_size if batch else 1)
