@@ -276,6 +276,28 @@ def scaled_angles_no_exponent(positions, head_dim, base, method, factor, trained
     return positions[:, None] * frequencies_power(head_dim, base)
 
 
+def scaled_angles_inverted_exponent(positions, head_dim, base, method, factor, trained_length):
+    positions = positions.float()
+    exponent = (head_dim - 2) / head_dim
+    if method == "linear":
+        positions = positions / factor
+    elif method == "ntk":
+        base *= factor**exponent
+    elif method == "dynamic" and positions.max() + 1 > trained_length:
+        length = positions.max().item() + 1
+        base *= (factor * length / trained_length - factor + 1) ** exponent
+    return positions[:, None] * frequencies_power(head_dim, base)
+
+
+def scaled_angles_dynamic_no_offset(positions, head_dim, base, method, factor, trained_length):
+    if method != "dynamic":
+        return scaled_angles_branches(positions, head_dim, base, method, factor, trained_length)
+    seq_len = int(positions.max()) + 1
+    if seq_len > trained_length:
+        base = base * (factor * seq_len / trained_length) ** (head_dim / (head_dim - 2))
+    return positions[:, None].float() * frequencies_power(head_dim, base)
+
+
 def scaled_angles_dynamic_trained(positions, head_dim, base, method, factor, trained_length):
     if method != "dynamic":
         return scaled_angles_branches(positions, head_dim, base, method, factor, trained_length)
@@ -333,6 +355,8 @@ MISTAKES = {
         "linear_scales_base": scaled_angles_linear_base,
         "ntk_scales_positions": scaled_angles_ntk_positions,
         "ntk_exponent_missing": scaled_angles_no_exponent,
+        "ntk_exponent_inverted": scaled_angles_inverted_exponent,
+        "dynamic_offset_missing": scaled_angles_dynamic_no_offset,
         "dynamic_uses_trained_length": scaled_angles_dynamic_trained,
         "dynamic_length_from_count": scaled_angles_dynamic_count,
         "dynamic_scales_short_sequences": scaled_angles_dynamic_always,

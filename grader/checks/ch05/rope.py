@@ -378,10 +378,11 @@ def _scaled_reference(positions: Tensor, head_dim: int, base: float, method: str
 
 
 def _scaled_variant(positions: Tensor, head_dim: int, base: float, method: str, factor: float, trained_length: int,
-                    *, linear_on_base: bool = False, ntk_on_positions: bool = False, ntk_exponent: bool = True,
-                    dynamic_length: str = "current", clamp_dynamic: bool = True) -> Tensor:
+                    *, linear_on_base: bool = False, ntk_on_positions: bool = False, ntk_exponent: str = "d/(d-2)",
+                    dynamic_length: str = "current", clamp_dynamic: bool = True, dynamic_offset: bool = True,
+                    ) -> Tensor:
     """The reference with one knob turned: where the factor acts, with which exponent, at which length."""
-    exponent = head_dim / (head_dim - 2) if ntk_exponent else 1.0
+    exponent = {"d/(d-2)": head_dim / (head_dim - 2), "none": 1.0, "(d-2)/d": (head_dim - 2) / head_dim}[ntk_exponent]
     scaled_positions = positions.float()
     if method == "linear":
         if linear_on_base:
@@ -397,7 +398,8 @@ def _scaled_variant(positions: Tensor, head_dim: int, base: float, method: str, 
         length = {"current": int(positions.max()) + 1, "trained": trained_length, "count": positions.numel()}[
             dynamic_length]
         if length > trained_length or not clamp_dynamic:
-            base = base * (factor * length / trained_length - (factor - 1)) ** exponent
+            scale = factor * length / trained_length - ((factor - 1) if dynamic_offset else 0.0)
+            base = base * scale**exponent
     inv_freq = reference_rope.rope_inverse_frequencies(head_dim, base)
     return scaled_positions.unsqueeze(-1) * inv_freq
 
@@ -431,7 +433,15 @@ SCALED_MISTAKES = [
         "the exponent makes the slowest pair (exponent (d−2)/d) slow down by exactly s: (base·s^(d/(d−2)))^((d−2)/d) "
         "= base^((d−2)/d)·s. Without it the slowest pair is slowed by only s^((d−2)/d).",
         "new_base = base * scale ** (head_dim / (head_dim - 2)), for NTK (scale = factor) and dynamic NTK.",
-        output=_scaled_mistake(ntk_exponent=False),
+        output=_scaled_mistake(ntk_exponent="none"),
+    ),
+    Mistake(
+        "ntk_exponent_inverted",
+        "the exponent is (d−2)/d instead of d/(d−2)",
+        "the slowest pair's frequency is base^(−(d−2)/d); raising the base by s^(d/(d−2)) divides it by exactly s. "
+        "With the inverted exponent it is divided by only s^(((d−2)/d)²).",
+        "new_base = base * scale ** (head_dim / (head_dim - 2)): the larger exponent, slightly above 1.",
+        output=_scaled_mistake(ntk_exponent="(d-2)/d"),
     ),
     Mistake(
         "dynamic_uses_trained_length",
@@ -457,6 +467,14 @@ SCALED_MISTAKES = [
         "L < L₀ it would give a scale below 1).",
         "apply the new base only if L > trained_length; otherwise use the plain base.",
         output=_scaled_mistake(clamp_dynamic=False),
+    ),
+    Mistake(
+        "dynamic_offset_missing",
+        "dynamic NTK's scale is s·L/L₀, without the − (s − 1)",
+        "the − (s − 1) makes the scale start at exactly 1 when L reaches L₀, so the base grows continuously from the "
+        "trained one instead of jumping by s.",
+        "scale = factor * L / trained_length - (factor - 1).",
+        output=_scaled_mistake(dynamic_offset=False),
     ),
 ]
 
