@@ -123,6 +123,16 @@ def rope_clockwise(x, positions, inv_freq, interleaved=False):
     return torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
 
 
+def rope_pairs_concatenated(x, positions, inv_freq, interleaved=False):
+    angles = positions[:, None].float() * inv_freq
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if interleaved:
+        even, odd = x[..., ::2], x[..., 1::2]
+    else:
+        even, odd = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat([even * cos - odd * sin, odd * cos + even * sin], dim=-1)
+
+
 def rope_arange_positions(x, positions, inv_freq, interleaved=False):
     seq_len = x.shape[-2]
     return rope_rotate_half(x, torch.arange(seq_len), inv_freq, interleaved)
@@ -342,6 +352,7 @@ MISTAKES = {
         "tables_in_other_layout": rope_interleaved_with_cat_tables,
         "direction_flipped": rope_clockwise,
         "positions_ignored": rope_arange_positions,
+        "pairs_written_back_in_other_layout": rope_pairs_concatenated,
     },
     "cached_rope_attention": {
         "positions_not_offset": cached_attention_positions_from_zero,

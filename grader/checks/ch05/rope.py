@@ -136,8 +136,15 @@ def _apply_rope_reference(x: Tensor, positions: Tensor, inv_freq: Tensor, interl
 
 def _apply_rope_variant(x: Tensor, positions: Tensor, inv_freq: Tensor, interleaved: bool = False, *,
                         pairing_interleaved: bool | None = None, tables_interleaved: bool | None = None,
-                        direction: float = 1.0, ignore_positions: bool = False) -> Tensor:
-    """The reference with one knob turned: which pairs rotate, in which table order, which way, at which positions."""
+                        direction: float = 1.0, ignore_positions: bool = False, written_back_swapped: bool = False,
+                        ) -> Tensor:
+    """The reference with one knob turned: which pairs rotate, in which table order, which way, at which positions,
+    and where the rotated pairs are written back."""
+    if written_back_swapped:  # the right rotation, each pair's two results stored in the other layout's places
+        rotated = _apply_rope_reference(x, positions, inv_freq, interleaved)
+        if interleaved:
+            return torch.cat((rotated[..., 0::2], rotated[..., 1::2]), dim=-1)
+        return torch.stack(rotated.chunk(2, dim=-1), dim=-1).flatten(-2)
     pairing = interleaved if pairing_interleaved is None else pairing_interleaved
     tables = interleaved if tables_interleaved is None else tables_interleaved
     if ignore_positions:
@@ -186,6 +193,16 @@ APPLY_ROPE_MISTAKES = [
         "angles = positions[:, None].float() * inv_freq, not torch.arange(x.shape[-2]).",
         output=lambda x, positions, inv_freq, interleaved=False: _apply_rope_variant(
             x, positions, inv_freq, interleaved, ignore_positions=True),
+    ),
+    Mistake(
+        "pairs_written_back_in_other_layout",
+        "each pair is rotated correctly but the results are written back in the other layout's order (for "
+        "interleaved: torch.cat of the rotated even and odd parts instead of putting them back at 2i and 2i+1)",
+        "the output keeps x's layout: the rotated pair i goes back to the dimensions it came from.",
+        "interleaved: torch.stack((new_even, new_odd), dim=-1).flatten(-2); half-split: torch.cat((new_first, "
+        "new_second), dim=-1).",
+        output=lambda x, positions, inv_freq, interleaved=False: _apply_rope_variant(
+            x, positions, inv_freq, interleaved, written_back_swapped=True),
     ),
 ]
 
