@@ -3,9 +3,10 @@ attention step with a KV cache, and the scalings that stretch RoPE past its trai
 
 Each exercise is declared once (:mod:`grader.checks.spec`) and registered; ``check_<name>`` is its
 ``check``. Every mistake is the reference with one knob turned (a ``*_variant`` function below).
-Conventions, as in :mod:`llmcore.rope` and Hugging Face: inverse frequencies and angles in float32
-(the tables are cast to the input's dtype afterwards), positions as int64, the current length of a
-dynamic scaling = largest position + 1.
+Conventions, as in :mod:`llmcore.rope` and Hugging Face: inverse frequencies in float32, angles in
+the dtype of the frequencies (float32, or float64 where a case passes float64 frequencies), cos/sin
+cast to the input's dtype afterwards; positions as int64; the current length of a dynamic scaling =
+largest position + 1.
 """
 
 from __future__ import annotations
