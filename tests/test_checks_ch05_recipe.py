@@ -4,6 +4,8 @@ refused for a closed-form exercise."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -109,3 +111,14 @@ def test_a_gradient_of_none_must_stay_none():
 
     error = failure(check_clip_grad_norm, fills_missing_gradients)
     assert error.case_number == 2 and "gradient of parameter 3" in str(error)
+
+
+def test_a_warm_up_slip_and_a_floor_slip_together_are_named_one_at_a_time():
+    def warmup_from_one_and_floor_zero(step, *, peak_lr, warmup_steps, total_steps, min_lr_ratio=0.1):
+        if step < warmup_steps:
+            return peak_lr * (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    error = failure(check_cosine_lr, warmup_from_one_and_floor_zero)
+    assert error.mistake_id == "floor_zero" and error.case_number == 1
