@@ -55,15 +55,17 @@ def count_head_forgotten(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, mult
                          tie_embeddings):
     head_dim = dim // n_heads
     kv = n_kv_heads or n_heads
-    layer = 2 * dim * dim + 2 * dim * kv * head_dim + 3 * dim * ffn_hidden(dim, multiple_of, ffn_dim_multiplier) + 2 * dim
-    return vocab_size * dim + n_layers * layer + dim   # "the embedding" - and the head?
+    ffn = 3 * dim * ffn_hidden(dim, multiple_of, ffn_dim_multiplier)
+    layer = 2 * dim * dim + 2 * dim * kv * head_dim + ffn + 2 * dim
+    return vocab_size * dim + n_layers * layer + dim   # embedding, layers, final norm
 
 
 def count_tied_twice(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, multiple_of, ffn_dim_multiplier,
                      tie_embeddings):
     head_dim = dim // n_heads
     kv = n_kv_heads or n_heads
-    layer = 2 * dim * dim + 2 * dim * kv * head_dim + 3 * dim * ffn_hidden(dim, multiple_of, ffn_dim_multiplier) + 2 * dim
+    ffn = 3 * dim * ffn_hidden(dim, multiple_of, ffn_dim_multiplier)
+    layer = 2 * dim * dim + 2 * dim * kv * head_dim + ffn + 2 * dim
     embedding = vocab_size * dim
     lm_head = dim * vocab_size
     return embedding + n_layers * layer + dim + lm_head

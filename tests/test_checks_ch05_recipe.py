@@ -11,7 +11,12 @@ import torch
 
 import llmcore
 import llmcore.models
-from grader.checks.ch05 import check_clip_grad_norm, check_cosine_lr, check_llama_parameter_count, check_parameter_groups
+from grader.checks.ch05 import (
+    check_clip_grad_norm,
+    check_cosine_lr,
+    check_llama_parameter_count,
+    check_parameter_groups,
+)
 from grader.checks.framework import CheckFailure
 from learners_ch05_recipe import (
     clip_with_a_loop,

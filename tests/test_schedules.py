@@ -74,10 +74,12 @@ def test_cosine_lr_matches_transformers_min_lr_schedule(warmup, total):
         optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=0.1)
     for step in range(total + 1):
         expected = scheduler.get_last_lr()[0]
-        assert cosine_lr(step, peak_lr=peak, warmup_steps=warmup, total_steps=total) == pytest.approx(expected, rel=1e-12, abs=1e-18)
+        ours = cosine_lr(step, peak_lr=peak, warmup_steps=warmup, total_steps=total)
+        assert ours == pytest.approx(expected, rel=1e-12, abs=1e-18)
         optimizer.step()
         scheduler.step()
-    assert cosine_lr(total + total // 2, peak_lr=peak, warmup_steps=warmup, total_steps=total) == pytest.approx(0.1 * peak)
+    after_the_end = cosine_lr(total + total // 2, peak_lr=peak, warmup_steps=warmup, total_steps=total)
+    assert after_the_end == pytest.approx(0.1 * peak)
 
 
 def test_cosine_lr_differs_from_transformers_default_which_decays_to_zero():

@@ -9,6 +9,7 @@ import torch
 
 import llmcore
 import llmcore.models
+from llmcore.ffn import gated_hidden_size
 from llmcore.models import CausalLM, ModelConfig
 from llmcore.models.registry import PRESETS, preset_config
 from llmcore.models.sizing import parameter_count
@@ -90,7 +91,7 @@ def _from_meta_params(dim: int, n_layers: int, n_heads: int, n_kv_heads: int, vo
     """A ModelConfig from the fields of Meta's params.json, the FFN width by LLaMA's rounding rule."""
     return ModelConfig(vocab_size=vocab_size, hidden_size=dim, n_layers=n_layers, n_heads=n_heads,
                        n_kv_heads=n_kv_heads, tie_word_embeddings=tie,
-                       intermediate_size=llmcore.ffn.gated_hidden_size(dim, multiple_of=multiple_of, multiplier=multiplier))
+                       intermediate_size=gated_hidden_size(dim, multiple_of=multiple_of, multiplier=multiplier))
 
 
 def test_published_counts_of_models_without_a_preset() -> None:

@@ -225,7 +225,8 @@ LLAMA_PARAMETER_COUNT = register(Exercise(
     delegation=_parameter_count_delegation,
     adapt=_adapt_count,
     output_names=("parameter count",),
-    fallback_hint="per layer: 2·dim·dim (Q, O) + 2·dim·kv·head_dim (K, V) + 3·dim·hidden (SwiGLU) + 2·dim (norms); "
+    fallback_hint="per layer: 2·dim·dim (Q, O) + 2·dim·kv·head_dim (K, V) + 3·dim·hidden (SwiGLU) "
+    "+ 2·dim (norms); "
     "then vocab·dim for the embedding, vocab·dim for the head unless tied, and dim for the final norm. "
     "hidden = int(8·dim/3), times ffn_dim_multiplier if given, rounded up to a multiple of multiple_of.",
 ))
@@ -410,7 +411,8 @@ def _parameter_groups_delegation(model: nn.Module, weight_decay: float) -> list[
     return reference_param_groups.parameter_groups(model, weight_decay)
 
 
-# parameter_groups(model, weight_decay) -> [{"params": [...], "weight_decay": wd}, {"params": [...], "weight_decay": 0.0}]
+# parameter_groups(model, weight_decay) -> [{"params": [...], "weight_decay": wd},
+#                                            {"params": [...], "weight_decay": 0.0}]
 # compared parameter by parameter: the decay AdamW would apply with the returned groups.
 PARAMETER_GROUPS = register(Exercise(
     id="parameter_groups",
@@ -586,7 +588,8 @@ def _with_gradients(gradients: tuple[Tensor | None, ...]) -> list[nn.Parameter]:
     return parameters
 
 
-def _clip_outcome(clip: Callable, gradients: tuple[Tensor | None, ...], max_norm: float, as_generator: bool) -> ClipResult:
+def _clip_outcome(clip: Callable, gradients: tuple[Tensor | None, ...], max_norm: float,
+                  as_generator: bool) -> ClipResult:
     """``(returned norm, gradient 1, gradient 2, …)`` after ``clip(parameters, max_norm)``; the norm in the gradients'
     dtype, so that a Python float and a 0-dim tensor are compared alike."""
     parameters = _with_gradients(gradients)
@@ -639,7 +642,8 @@ CLIP_MISTAKES = [
     Mistake(
         "sum_of_norms",
         "the global norm is the sum of the gradients' norms instead of the root of the sum of their squares",
-        "the global norm is the L2 norm of all gradients concatenated: sqrt(Σ‖g_i‖²), which is smaller than Σ‖g_i‖.",
+        "the global norm is the L2 norm of all gradients concatenated: sqrt(Σ‖g_i‖²), which is smaller than "
+        "Σ‖g_i‖.",
         "total = torch.stack([g.norm() for g in grads]).pow(2).sum().sqrt().",
         output=_clip(norm="sum_of_norms"),
     ),
@@ -677,7 +681,8 @@ CLIP_MISTAKES = [
 
 
 def _clip_cases(random: CaseRandom, hidden: bool) -> list[Case]:
-    def gradients(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32, scale: float = 1.0) -> tuple[Tensor, ...]:
+    def gradients(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                  scale: float = 1.0) -> tuple[Tensor, ...]:
         return tuple(random.tensor(shape, dtype, scale=scale) for shape in shapes)
 
     cases = [
