@@ -1,4 +1,5 @@
-"""The chapter of the adversarial grading suite: the synthetic chapter plus a notebook graded by a real check."""
+"""The chapter of the adversarial grading suite: the synthetic chapter plus a notebook graded by real checks
+(one exercise of chapter 1, one of chapter 5)."""
 import nbformat
 from nbformat.v4 import new_code_cell
 
@@ -7,16 +8,23 @@ from nbg_synthetic import _answer, _cell, _check, _hidden, _notebook
 
 CHAPTER = "ch91_adversarial"
 ARITHMETIC, TEXT, MASKS = "01_arithmetic", "02_text", "03_masks"
-SETUP = "import torch\nimport llmcore\nfrom grader.checks.ch01 import check_causal_mask_mod"
+SETUP = (
+    "import torch\nimport llmcore\nfrom grader.checks.ch01 import check_causal_mask_mod\n"
+    "from grader.checks.ch05 import check_swiglu_hidden_size"
+)
+SWIGLU_HIDDEN_SIZE = "return multiple_of * -(-int((multiplier or 1) * int(8 * d_model / 3)) // multiple_of)"
 
 
 def masks_notebook():
-    """One exercise graded by grader.checks: ``causal_mask_mod`` (2 + 1 points)."""
+    """Two exercises graded by grader.checks: ``causal_mask_mod`` (2 + 1 points) and ``swiglu_hidden_size`` (1 + 1)."""
     return _notebook([
         _cell(new_code_cell(SETUP), "setup", locked=True),
         _answer("causal_mask_mod", "def causal_mask_mod(b, h, q_idx, kv_idx):", "return kv_idx <= q_idx"),
         _check("causal_mask_mod_check", 2, "check_causal_mask_mod(causal_mask_mod)"),
         _hidden("causal_mask_mod_hidden", 1, "check_causal_mask_mod(causal_mask_mod, hidden=True)"),
+        _answer("swiglu_hidden_size", "def swiglu_hidden_size(d_model, multiple_of=256, multiplier=None):", SWIGLU_HIDDEN_SIZE),
+        _check("swiglu_hidden_size_check", 1, "check_swiglu_hidden_size(swiglu_hidden_size)"),
+        _hidden("swiglu_hidden_size_hidden", 1, "check_swiglu_hidden_size(swiglu_hidden_size, hidden=True)"),
     ])
 
 
@@ -25,7 +33,7 @@ NOTEBOOKS = {
     f"{TEXT}.ipynb": nbg_synthetic.text_notebook,
     f"{MASKS}.ipynb": masks_notebook,
 }
-MAX_SCORES = {ARITHMETIC: 7.0, TEXT: 5.0, MASKS: 3.0}
+MAX_SCORES = {ARITHMETIC: 7.0, TEXT: 5.0, MASKS: 5.0}
 
 
 def write_chapter(solutions_dir):

@@ -26,7 +26,7 @@ A, T, M = adv.ARITHMETIC, adv.TEXT, adv.MASKS
 POINTS = {
     A: {"add_check": 1, "add_hidden": 2, "mul_check": 1, "mul_hidden": 3},
     T: {"shout_check": 2, "shout_hidden": 3},
-    M: {"causal_mask_mod_check": 2, "causal_mask_mod_hidden": 1},
+    M: {"causal_mask_mod_check": 2, "causal_mask_mod_hidden": 1, "swiglu_hidden_size_check": 1, "swiglu_hidden_size_hidden": 1},
 }
 LIMITS = ["--cell-timeout", 4, "--notebook-timeout", 20, "--memory-mb", 2048, "--max-output-kb", 256]
 CORRECT = {
@@ -34,6 +34,7 @@ CORRECT = {
     "mul": "def mul(a, b):\n    return a * b",
     "shout": 'def shout(text):\n    return text.upper() + "!"',
     "causal_mask_mod": "def causal_mask_mod(b, h, q_idx, kv_idx):\n    return kv_idx <= q_idx",
+    "swiglu_hidden_size": f"def swiglu_hidden_size(d_model, multiple_of=256, multiplier=None):\n    {adv.SWIGLU_HIDDEN_SIZE}",
 }
 ALL = ...  # every test cell of the notebook fails
 
@@ -92,6 +93,10 @@ def _cases(release, source):
         "non_json": {A: "{ not a notebook", T: complete(T)},
         "wrong_chapter": {A: foreign, T: complete(T)},
         "reference_called": {A: complete(A), M: edited(M, causal_mask_mod="causal_mask_mod = llmcore.causal_mask")},
+        "reference_called_ch05": {
+            A: complete(A),
+            M: edited(M, swiglu_hidden_size="from llmcore.ffn import gated_hidden_size as swiglu_hidden_size"),
+        },
         "monkeypatch_check": {
             A: complete(A),
             M: edited(M, causal_mask_mod=(
@@ -140,7 +145,14 @@ EXPECTED = {
     "huge_output": {A: ("graded", [], set()), T: ("graded", [], {"output_truncated"})},
     "non_json": {A: ("malformed", None, set()), T: ("graded", [], set())},
     "wrong_chapter": {A: ("malformed", None, set()), T: ("graded", [], set())},
-    "reference_called": {A: ("graded", [], set()), M: ("graded", ALL, {"reference_called"})},
+    "reference_called": {
+        A: ("graded", [], set()),
+        M: ("graded", ["causal_mask_mod_check", "causal_mask_mod_hidden"], {"reference_called"}),
+    },
+    "reference_called_ch05": {
+        A: ("graded", [], set()),
+        M: ("graded", ["swiglu_hidden_size_check", "swiglu_hidden_size_hidden"], {"reference_called"}),
+    },
     "monkeypatch_check": {A: ("graded", [], set()), M: ("tampered", ALL, {"checks_modified"})},
     "monkeypatch_framework": {A: ("graded", [], set()), M: ("tampered", ALL, {"checks_modified"})},
     "network": {A: ("graded", [], set()), T: ("graded", [], {"network_attempt"})},
@@ -269,9 +281,10 @@ def test_export_and_summary_agree_with_the_stored_statuses(graded):
     with open(graded["root"] / "summary.csv", newline="") as handle:
         summary = {row["student_id"]: row for row in csv.DictReader(handle)}
     # one row per student with whole-number scores and a total (LMS-ready), points possible first
-    assert summary["points_possible"]["total"] == "15"
+    total = f"{sum(adv.MAX_SCORES.values()):g}"
+    assert summary["points_possible"]["total"] == total
     assert summary["os_exit"][f"{CHAPTER}/{A}"] == "3" and "kernel_died" not in summary["os_exit"].values()
-    assert summary["complete"]["total"] == "15"
+    assert summary["complete"]["total"] == total
     with open(graded["root"] / "statuses.csv", newline="") as handle:
         statuses = {(row["student_id"], row["notebook"]): row for row in csv.DictReader(handle)}
     assert statuses[("os_exit", A)]["status"] == "kernel_died"
