@@ -514,39 +514,32 @@ COSINE_MISTAKES = [
 ]
 
 
-def _steps(warmup: int, total: int, stride: int) -> list[int]:
-    """A sweep past total_steps, plus the steps where the pieces meet."""
-    edges = {0, 1, warmup - 1, warmup, warmup + 1, total - 1, total, total + 1, total + (total - warmup) // 2}
-    return sorted({s for s in edges if s >= 0} | set(range(0, total + total // 4 + 1, stride)))
-
-
-def _settings(peak_lr: float, warmup: int, total: int, ratio: float) -> dict[str, Any]:
-    return dict(peak_lr=peak_lr, warmup_steps=warmup, total_steps=total, min_lr_ratio=ratio)
+def _cosine_case(title: str, peak_lr: float, warmup: int, total: int, ratio: float, stride: int = 1) -> Case:
+    """The schedule at steps 0, stride, 2·stride, … to a quarter past total_steps (at least 2 past it)."""
+    last = total + max(2, total // 4)
+    sweep = (f"every step 0 … {last} (index i is step i)" if stride == 1
+             else f"steps 0, {stride}, …, {last - last % stride} (index i is step {stride}·i)")
+    settings = dict(peak_lr=peak_lr, warmup_steps=warmup, total_steps=total, min_lr_ratio=ratio)
+    return Case(f"{title}: peak_lr={peak_lr:g}, warmup_steps={warmup}, total_steps={total}, min_lr_ratio={ratio:g}; "
+                f"{sweep}", (list(range(0, last + 1, stride)),), settings)
 
 
 def _cosine_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     # The first two cases each leave one family of mistakes invisible (no warm-up; no floor), so that a
     # warm-up slip and a floor slip made together are still named one at a time.
     cases = [
-        Case("no warm-up: peak_lr=6e-4, warmup_steps=0, total_steps=12, min_lr_ratio=0.1, steps 0 … 18",
-             (_steps(0, 12, 1),), _settings(6e-4, 0, 12, 0.1)),
-        Case("decay to 0: peak_lr=1.0, warmup_steps=5, total_steps=20, min_lr_ratio=0.0, steps 0 … 27",
-             (_steps(5, 20, 1),), _settings(1.0, 5, 20, 0.0)),
-        Case("LLaMA's settings: peak_lr=3e-4, warmup_steps=2000, total_steps=10000, min_lr_ratio=0.1, "
-             "steps 0 … 12500", (_steps(2000, 10000, 250),), _settings(3e-4, 2000, 10000, 0.1)),
-        Case("the shortest schedule: peak_lr=0.5, warmup_steps=1, total_steps=2, min_lr_ratio=0.25, steps 0 … 4",
-             (list(range(5)),), _settings(0.5, 1, 2, 0.25)),
+        _cosine_case("no warm-up", 6e-4, 0, 12, 0.1),
+        _cosine_case("decay to 0", 1.0, 5, 20, 0.0),
+        _cosine_case("LLaMA's settings", 3e-4, 2000, 10000, 0.1, stride=250),
+        _cosine_case("the shortest schedule", 0.5, 1, 2, 0.25),
     ]
     if hidden:
         warmup = int(random.ids(50, (1,), low=3))
         total = warmup + int(random.ids(400, (1,), low=20))
         cases += [
-            Case(f"random settings: warmup_steps={warmup}, total_steps={total}, min_lr_ratio=0.1",
-                 (_steps(warmup, total, 1),), _settings(1e-3, warmup, total, 0.1)),
-            Case("GPT-3 175B-like: peak_lr=6e-5, warmup_steps=375, total_steps=100000, min_lr_ratio=0.1",
-                 (_steps(375, 100000, 2500),), _settings(6e-5, 375, 100000, 0.1)),
-            Case("peak_lr=1.0, warmup_steps=7, total_steps=28, min_lr_ratio=0.1, every step 0 … 35",
-                 (_steps(7, 28, 1),), _settings(1.0, 7, 28, 0.1)),
+            _cosine_case("random settings", 1e-3, warmup, total, 0.1),
+            _cosine_case("GPT-3 175B-like", 6e-5, 375, 100000, 0.1, stride=125),
+            _cosine_case("a short warm-up", 1.0, 7, 28, 0.1),
         ]
     return cases
 
