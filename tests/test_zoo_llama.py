@@ -61,6 +61,8 @@ def test_llama_left_padding_matches_transformers():
         {"rope_type": "linear", "factor": 4.0},
         {"rope_type": "dynamic", "factor": 2.0},
         {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16, "beta_fast": 16.0, "beta_slow": 2.0},
     ],
     ids=lambda s: s["rope_type"],
 )
@@ -145,3 +147,15 @@ def test_meta_checkpoint_with_an_unknown_tensor_is_refused():
     config = from_hf_model(hf).config
     with pytest.raises(KeyError, match="layers.0.attention.wx.weight"):
         from_meta_state_dict({"layers.0.attention.wx.weight": torch.zeros(1)}, config)
+
+
+@pytest.mark.parametrize(
+    "variant", [{"mscale": 0.707, "mscale_all_dim": 0.707}, {"attention_factor": 1.5}, {"truncate": False}]
+)
+def test_yarn_variants_llmcore_does_not_implement_are_refused(variant):
+    hf = tiny_hf_llama(
+        rope_parameters={"rope_theta": 10000.0, "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, **variant},
+        max_position_embeddings=16,
+    )
+    with pytest.raises(ValueError, match="YaRN"):
+        from_hf_model(hf)

@@ -39,7 +39,21 @@ def rope_scaling_from_hf(hf: dict[str, Any]) -> RopeScaling | None:
         )
     if kind == "ntk":
         return RopeScaling("ntk", factor)
-    raise ValueError(f"RoPE scaling type {kind!r} is not supported by llmcore (linear, dynamic, llama3, ntk are)")
+    if kind == "yarn":
+        variants = {key: scaling[key] for key in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(key)}
+        if variants or scaling.get("truncate", True) is False:
+            raise ValueError(
+                f"YaRN with {variants or {'truncate': False}} (DeepSeek-style attention factor or an untruncated ramp) "
+                "is not supported by llmcore: only the paper's YaRN (attention factor 0.1·ln s + 1) is"
+            )
+        return RopeScaling(
+            "yarn",
+            factor,
+            original_max_positions=int(original),
+            beta_fast=float(scaling.get("beta_fast") or 32.0),
+            beta_slow=float(scaling.get("beta_slow") or 1.0),
+        )
+    raise ValueError(f"RoPE scaling type {kind!r} is not supported by llmcore (linear, dynamic, llama3, ntk, yarn are)")
 
 
 def rope_scaling_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -52,6 +66,8 @@ def rope_scaling_to_hf(config: ModelConfig) -> dict[str, Any]:
             parameters["original_max_position_embeddings"] = scaling.original_max_positions
         if scaling.type == "llama3":
             parameters.update(low_freq_factor=scaling.low_freq_factor, high_freq_factor=scaling.high_freq_factor)
+        if scaling.type == "yarn":
+            parameters.update(beta_fast=scaling.beta_fast, beta_slow=scaling.beta_slow)
     return {"rope_parameters": parameters}
 
 
