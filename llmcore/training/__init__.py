@@ -1,5 +1,5 @@
-"""Training utilities: AdamW parameter groups, a training loop with accumulation, clipping,
-history and exact resume, seeding, and the loss curve.
+"""Training utilities: AdamW parameter groups, global-norm gradient clipping, a training loop with
+accumulation, history and exact resume, seeding, and the loss curve.
 
 ::
 
@@ -19,6 +19,7 @@ history and exact resume, seeding, and the loss curve.
     plot_losses(trainer.fit(200))
 """
 
+from .clipping import clip_grad_norm
 from .history import TrainingHistory
 from .param_groups import EMBEDDING_TYPES, NORM_TYPES, parameter_groups
 from .plotting import plot_losses
@@ -26,6 +27,6 @@ from .seeding import restore_rng_states, rng_states, set_seed
 from .trainer import Trainer, language_model_loss
 
 __all__ = [
-    "TrainingHistory", "EMBEDDING_TYPES", "NORM_TYPES", "parameter_groups", "plot_losses", "restore_rng_states",
+    "clip_grad_norm", "TrainingHistory", "EMBEDDING_TYPES", "NORM_TYPES", "parameter_groups", "plot_losses", "restore_rng_states",
     "rng_states", "set_seed", "Trainer", "language_model_loss",
 ]
