@@ -68,6 +68,23 @@ def test_every_chapter_one_concept_is_mapped_and_exercises_are_graded() -> None:
     assert not ungraded, f"[E] concepts without grade_ids: {ungraded}"
 
 
+# Chapter 5's concepts taught so far: the LLaMA recipe (Qwen, GLM, ALiBi, Baichuan, BLOOM, the
+# vocabulary extension and the data pipeline are the open models' part of the chapter).
+LLAMA_RECIPE = {"L01", "L02", "L03", "L04", "L05", "L06", "L08", "L14", "L15", "L18"}
+
+
+def test_the_llama_recipe_is_mapped_and_its_exercises_are_graded() -> None:
+    concepts = _syllabus_ids("L")
+    assert LLAMA_RECIPE <= set(concepts)
+    missing = sorted(LLAMA_RECIPE - set(SYLLABUS_MAP))
+    assert not missing, f"SYLLABUS ids not mapped in course/syllabus.json: {missing}"
+    # L18 is not an [E] id, but its data-parallel step is graded all the same.
+    graded = {c for c in LLAMA_RECIPE if concepts[c]} | {"L18"}
+    ungraded = sorted(c for c in graded if not SYLLABUS_MAP[c]["grade_ids"] or not SYLLABUS_MAP[c]["check"])
+    assert not ungraded, f"chapter-5 concepts without grade_ids or checks: {ungraded}"
+    assert {SYLLABUS_MAP[c]["notebook"].split("/")[0] for c in LLAMA_RECIPE} == {"ch05_llama_family"}
+
+
 def test_course_readme_lists_every_mapped_concept() -> None:
     readme = (REPO / "course" / "README.md").read_text(encoding="utf-8")
     for concept, entry in SYLLABUS_MAP.items():
