@@ -1,6 +1,6 @@
 """Training utilities: AdamW parameter groups, global-norm gradient clipping, a training loop with
 accumulation, history and exact resume, seeding, and the loss curve. Data parallelism over
-several processes (a fork launcher, gloo over loopback: Linux and macOS) is the submodule
+several processes (a fork launcher, gloo over the loopback interface ``lo``: Linux) is the submodule
 :mod:`llmcore.training.data_parallel`, imported on its own.
 
 ::
