@@ -19,9 +19,11 @@ from torch import Tensor, nn
 import llmcore
 from llmcore import attention as reference_attention
 from llmcore import masks as reference_masks
+from llmcore.masks import MaskMod
 
 from ..cases import CaseRandom, causal, lengths_mask
 from ..framework import Case, CheckFailure, Mistake, non_finite_where_expected_is_finite
+from ..mask_mods import evaluate_mask_mod
 from ..spec import Exercise, ModuleExercise, register
 
 __all__ = [
@@ -269,43 +271,12 @@ check_scaled_dot_product_attention = SCALED_DOT_PRODUCT_ATTENTION.check
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
-_PYTHON_LOGIC_HINT = (
-    "a mask_mod receives whole tensors of indices, not single numbers: Python `and`/`or`/`not`/`if` on them "
-    "fails. Use element-wise tensor operations: comparisons, `&`, `|`, `~`."
-)
-
-
 def _evaluate_mask_mod(mask_mod: MaskMod) -> Callable[..., Tensor]:
-    """``(B, H, L, S, q_offset) -> [B, H, L, S]``: the mask_mod evaluated by llmcore.dense_mask.
-
-    What the predicate returns is checked first, so that ``None`` or a Python bool gets a sentence
-    instead of an error from inside dense_mask; Python ``and``/``if`` on the index tensors is explained.
-    """
-
-    def checked(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        result = mask_mod(b, h, q_idx, kv_idx)
-        if result is None:
-            raise CheckFailure(
-                "✘ causal_mask_mod returned None: return the boolean tensor of which keys each query may see "
-                "(is the `return` statement missing?).", exercise="causal_mask_mod", mistake_id="wrong_return")
-        if not isinstance(result, Tensor):
-            raise CheckFailure(
-                f"✘ causal_mask_mod returned a {type(result).__name__}, not a tensor: it is called once with whole "
-                f"tensors of indices (q_idx {list(q_idx.shape)}, kv_idx {list(kv_idx.shape)}) and must return a "
-                "boolean tensor computed from them.", exercise="causal_mask_mod", mistake_id="wrong_return")
-        return result
+    """``(B, H, L, S, q_offset) -> [B, H, L, S]``: the learner's mask_mod evaluated by llmcore.dense_mask."""
 
     def evaluate(batch: int, heads: int, q_len: int, kv_len: int, q_offset: int = 0) -> Tensor:
-        try:
-            return reference_masks.dense_mask(checked, batch, heads, q_len, kv_len, q_offset=q_offset)
-        except RuntimeError as error:
-            if "Boolean value of Tensor" in str(error):
-                raise CheckFailure(
-                    f"✘ causal_mask_mod used a tensor as a Python truth value (with q_len={q_len}, kv_len={kv_len}):\n"
-                    f"    {error}\nHint: {_PYTHON_LOGIC_HINT}",
-                    exercise="causal_mask_mod", mistake_id="python_logic",
-                ) from None
-            raise
+        return evaluate_mask_mod(mask_mod, described="causal_mask_mod", exercise="causal_mask_mod", batch=batch,
+                                 heads=heads, q_len=q_len, kv_len=kv_len, q_offset=q_offset)
 
     return evaluate
 

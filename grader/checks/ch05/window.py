@@ -21,6 +21,7 @@ from llmcore.viz import masks as reference_viz_masks
 
 from ..cases import CaseRandom
 from ..framework import Case, CheckFailure, Mistake
+from ..mask_mods import evaluate_mask_mod
 from ..spec import Exercise, register
 
 __all__ = [
@@ -40,12 +41,6 @@ MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 # The sliding-window mask: sliding_window_mask(window) -> mask_mod
 # --------------------------------------------------------------------------------------------------
 
-_PYTHON_LOGIC_HINT = (
-    "a mask_mod receives whole tensors of indices, not single numbers: Python `and`/`or`/`not`/`if` on them "
-    "fails. Combine comparisons with `&`, `|`, `~`."
-)
-
-
 def _evaluate_window_mask(make_mask_mod: Callable[[int], MaskMod]) -> Callable[..., Tensor]:
     """``(window, B, H, L, S) -> [B, H, L, S]``: the mask_mod made for ``window``, evaluated by
     llmcore.dense_mask with the L queries at the last L of the S positions (as with a KV cache)."""
@@ -58,28 +53,9 @@ def _evaluate_window_mask(make_mask_mod: Callable[[int], MaskMod]) -> Callable[.
                 f"✘ sliding_window_mask({window}) returned {returned}: "
                 "it must return a mask_mod, a function (b, h, q_idx, kv_idx) -> boolean tensor. Define it inside "
                 "sliding_window_mask and `return` it.", exercise="sliding_window_mask", mistake_id="wrong_return")
-
-        def checked(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-            result = mask_mod(b, h, q_idx, kv_idx)
-            if not isinstance(result, Tensor):
-                raise CheckFailure(
-                    f"✘ the mask_mod of sliding_window_mask({window}) returned "
-                    f"{'None' if result is None else 'a ' + type(result).__name__}, not a tensor: it is called once "
-                    f"with whole tensors of indices (q_idx {list(q_idx.shape)}, kv_idx {list(kv_idx.shape)}) and must "
-                    "return the boolean tensor computed from them.",
-                    exercise="sliding_window_mask", mistake_id="wrong_return")
-            return result
-
-        try:
-            return reference_masks.dense_mask(checked, batch, heads, q_len, kv_len, q_offset=kv_len - q_len)
-        except RuntimeError as error:
-            if "Boolean value of Tensor" in str(error):
-                raise CheckFailure(
-                    f"✘ the mask_mod of sliding_window_mask({window}) used a tensor as a Python truth value:\n"
-                    f"    {error}\nHint: {_PYTHON_LOGIC_HINT}",
-                    exercise="sliding_window_mask", mistake_id="python_logic",
-                ) from None
-            raise
+        return evaluate_mask_mod(mask_mod, described=f"the mask_mod of sliding_window_mask({window})",
+                                 exercise="sliding_window_mask", batch=batch, heads=heads, q_len=q_len,
+                                 kv_len=kv_len, q_offset=kv_len - q_len)
 
     return evaluate
 
