@@ -269,7 +269,6 @@ check_scaled_dot_product_attention = SCALED_DOT_PRODUCT_ATTENTION.check
 # Masks (SYLLABUS T03). Every mask is boolean with True = may attend.
 # --------------------------------------------------------------------------------------------------
 
-MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 def _evaluate_mask_mod(mask_mod: MaskMod) -> Callable[..., Tensor]:
     """``(B, H, L, S, q_offset) -> [B, H, L, S]``: the learner's mask_mod evaluated by llmcore.dense_mask."""

@@ -17,6 +17,7 @@ from torch import Tensor
 from llmcore import cache as reference_cache
 from llmcore.cache import KVCache
 from llmcore import masks as reference_masks
+from llmcore.masks import MaskMod
 from llmcore.viz import masks as reference_viz_masks
 
 from ..cases import CaseRandom
@@ -34,7 +35,6 @@ __all__ = [
     "kv_cache_with",
 ]
 
-MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------------------------------
