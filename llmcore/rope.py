@@ -133,13 +133,13 @@ def _yarn_frequencies(inv_freq: Tensor, rotary_dim: int, base: float, scaling: R
     assert scaling.original_max_positions is not None
     trained = scaling.original_max_positions
 
-    def pair_making(turns: float) -> float:
-        """The (fractional) pair index whose wavelength fits ``turns`` times into the trained length."""
+    def pair_turning(turns: float) -> float:
+        """The (fractional) pair index that turns ``turns`` full times over the trained length."""
         return rotary_dim * math.log(trained / (turns * 2 * math.pi)) / (2 * math.log(base))
 
     # Hugging Face widens the band to whole pairs (floor/ceil), as the YaRN reference code does.
-    low = max(math.floor(pair_making(scaling.beta_fast)), 0)
-    high = min(math.ceil(pair_making(scaling.beta_slow)), rotary_dim - 1)
+    low = max(math.floor(pair_turning(scaling.beta_fast)), 0)
+    high = min(math.ceil(pair_turning(scaling.beta_slow)), rotary_dim - 1)
     if low == high:
         high += 0.001
     interpolated = (torch.arange(rotary_dim // 2, dtype=torch.float32) - low) / (high - low)
