@@ -15,7 +15,7 @@ a PNG in an ``ipywidgets.Output``.
 * W03 attention weights (注意力权重): :func:`attention_viewer`, :func:`plot_attention`,
   :func:`record_attention_maps`.
 * W04 MoE routing (专家路由): :func:`routing_viewer`, :func:`plot_routing`, :func:`routing_counts`.
-* W05 Mistral's rolling buffer (滚动缓存): :func:`rolling_buffer_viewer`, :func:`plot_rolling_buffer`,
+* Mistral's rolling buffer (滚动缓存): :func:`rolling_buffer_viewer`, :func:`plot_rolling_buffer`,
   :func:`rolling_buffer_html`, :func:`rolling_buffer_states`.
 
 The functions that only compute (``mask_density``, ``receptive_field``, ``rope_scores`` …) need

@@ -1,4 +1,4 @@
-"""W05 · Mistral's rolling buffer (滚动缓存), step by step: which position sits in which slot.
+"""Mistral's rolling buffer (滚动缓存), step by step: which position sits in which slot.
 
 A sliding-window layer (滑动窗口注意力, Mistral 7B, Jiang et al. 2023, §2) lets a query see ``W``
 keys, itself included, so its KV cache needs only ``W`` slots: position ``p`` is written into slot
@@ -144,7 +144,7 @@ def rolling_buffer_html(window: int, chunks: Sequence[int], step: int | None = N
 
 
 class RollingBufferViewer(Explorer):
-    """The W05 widget; see :func:`rolling_buffer_viewer`. ``controls["step"]`` picks the step shown;
+    """The rolling-buffer widget; see :func:`rolling_buffer_viewer`. ``controls["step"]`` picks the step shown;
     ``last_state`` is that step's :class:`BufferState`."""
 
     def __init__(self, window: int, chunks: Sequence[int], step: int = 1) -> None:
