@@ -321,3 +321,47 @@ def test_validate_shows_the_check_message_only(learner_lab: LabServer, tmp_path:
     assert "scaled_dot_product_attention is wrong on case 1 of 5" in text
     assert "Diagnosis: the 1/√d_k scale is missing." in text and "Idea: " in text
     assert "Traceback" not in text and "spec.py" not in text and "framework.py" not in text
+
+
+def test_rolling_buffer_step_slider_in_chromium(lab: LabServer, tmp_path: Path) -> None:
+    """Chapter 5's rolling buffer (notebook 03): moving the step slider redraws the slots, offline."""
+    expect.set_options(timeout=TIMEOUT_MS)
+    _write_notebook(lab.root / "buffer.ipynb", "from llmcore import viz\nviz.rolling_buffer_viewer(window=4, chunks=[3, 1, 1, 4, 1])")
+    outside: list[str] = []
+    home = tmp_path / "browser-home"
+    home.mkdir()
+
+    def route(route_) -> None:
+        if is_local(route_.request.url):
+            route_.continue_()
+        else:
+            outside.append(route_.request.url)
+            route_.abort("blockedbyclient")
+
+    with sync_playwright() as playwright, chromium_page(playwright, tmp_path / "chromium-profile", home, TIMEOUT_MS) as (context, page):
+        try:
+            context.route("**/*", route)
+            page.goto(f"{lab.url}/lab/tree/buffer.ipynb?token={lab.token}")
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="(ipykernel) | Idle").first).to_be_visible()
+            page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
+            page.keyboard.press("Shift+Enter")
+            output = page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-Cell-outputArea")
+            step = output.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="step"))
+            expect(step).to_have_count(1)
+            handle = step.locator(".noUi-handle[role=slider]")
+            expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^1(\.0+)?$"))
+            expect(handle).to_have_attribute("aria-valuemax", re.compile(r"^5(\.0+)?$"))
+            first = _wait_stable_src(output, different_from="")
+            for _ in range(3):
+                handle.press("ArrowRight")
+            expect(handle).to_have_attribute("aria-valuenow", re.compile(r"^4(\.0+)?$"))
+            fourth = _wait_stable_src(output, different_from=first)
+            # Step 4 writes the chunk of 4 (positions 5..8) over every slot: the text under the picture says so.
+            expect(output).to_contain_text("positions 5–8 written into slots [0, 1, 2, 3]")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(tmp_path / "failure.png"))
+            print(f"failure screenshot: {tmp_path / 'failure.png'}\nJupyterLab log ({lab.log}):\n{lab.log_tail()}")
+            raise
+    assert fourth != first
+    assert not outside, f"the page asked for something outside loopback: {sorted(set(outside))}"
