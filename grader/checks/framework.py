@@ -196,7 +196,7 @@ def _describe_one(expected: Any, got: Any) -> str | None:
             )
         return None
     if expected.is_floating_point() and got.dtype != expected.dtype:
-        return f"expected dtype {expected.dtype} (keep the input's dtype), got {got.dtype}"
+        return f"expected dtype {expected.dtype} ({_dtype_advice(expected.dtype, got.dtype)}), got {got.dtype}"
     if not expected.is_floating_point():
         wrong = (got != expected).nonzero()
         if len(wrong):
@@ -214,10 +214,35 @@ def _describe_one(expected: Any, got: Any) -> str | None:
     flat_index = int(error.argmax())
     index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat_index), error.shape))
     worst = error.max().item()
-    return (
+    expected_value, got_value = _distinct_digits(exp_d[index].item(), got_d[index].item())
+    message = (
         f"max abs error {worst:.3g} (tolerance {atol:g} + {rtol:g}·|expected|) at index {index}: "
-        f"expected {exp_d[index].item():.6g}, got {got_d[index].item():.6g}"
+        f"expected {expected_value}, got {got_value}"
     )
+    scale = exp_d.abs().max().item()
+    if expected.dtype == torch.float64 and scale > 0 and worst <= FLOAT32_AGREEMENT * scale:
+        message += (" — the results agree only to float32 precision: was a step computed in float32 "
+                    "(a .float(), a float32 constant or table)?")
+    return message
+
+
+# Relative agreement of a float64 result that went through float32 somewhere (float32's epsilon is
+# 1.2e-7; a few operations accumulate it).
+FLOAT32_AGREEMENT = 1e-5
+
+
+def _distinct_digits(expected: float, got: float) -> tuple[str, str]:
+    """The two numbers with 6 significant digits, or as many more as it takes to tell them apart."""
+    digits = 6
+    while digits < 17 and f"{expected:.{digits}g}" == f"{got:.{digits}g}":
+        digits += 1
+    return f"{expected:.{digits}g}", f"{got:.{digits}g}"
+
+
+def _dtype_advice(expected: torch.dtype, got: torch.dtype) -> str:
+    if expected == torch.float32 and got == torch.float64:
+        return "float64 comes from Python floats or numpy, or from casting to .double(); compute in float32"
+    return "keep the input's dtype"
 
 
 def _finite_part(got: Output, like: Output) -> Output:
