@@ -19,33 +19,38 @@ import llmcore
 # ---------------------------------------------------------------------------------------------------
 
 
-def frequencies_power(head_dim, base):
+def frequencies_power(head_dim, base=10000.0):
     return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
 
 
-def frequencies_exp_log(head_dim, base):
+def frequencies_exp_log(head_dim, base=10000.0):
     i = torch.arange(head_dim // 2, dtype=torch.float32)
     return torch.exp(-math.log(base) * 2 * i / head_dim)
 
 
-def frequencies_loop(head_dim, base):
+def frequencies_loop(head_dim, base=10000.0):
     return torch.tensor([base ** (-2 * i / head_dim) for i in range(head_dim // 2)], dtype=torch.float32)
 
 
-def frequencies_i_over_d(head_dim, base):
+def frequencies_i_over_d(head_dim, base=10000.0):
     return 1.0 / (base ** (torch.arange(head_dim // 2).float() / head_dim))
 
 
-def frequencies_not_inverted(head_dim, base):
+def frequencies_not_inverted(head_dim, base=10000.0):
     return base ** (torch.arange(0, head_dim, 2).float() / head_dim)
 
 
-def frequencies_every_dimension(head_dim, base):
+def frequencies_every_dimension(head_dim, base=10000.0):
     return 1.0 / (base ** (torch.arange(head_dim).float() / head_dim))
 
 
-def frequencies_double(head_dim, base):
+def frequencies_double(head_dim, base=10000.0):
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+
+
+def frequencies_llama3_default(head_dim, base=500000.0):
+    """LLaMA 3's base typed as the default."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,6 +143,17 @@ def rope_arange_positions(x, positions, inv_freq, interleaved=False):
     return rope_rotate_half(x, torch.arange(seq_len), inv_freq, interleaved)
 
 
+def rope_meta_default(x, positions, inv_freq, interleaved=True):
+    """Both layouts right, but Meta's layout as the default."""
+    angles = positions.to(inv_freq.dtype)[:, None] * inv_freq
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if interleaved:
+        a, b = x[..., 0::2], x[..., 1::2]
+        return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # cached_rope_attention
 # ---------------------------------------------------------------------------------------------------
@@ -213,6 +229,15 @@ def cached_attention_caches_raw_keys(q, k, v, cache_k, cache_v, inv_freq):
     keys, values = torch.cat([cache_k, k], dim=-2), torch.cat([cache_v, v], dim=-2)
     mask = torch.ones(new, past + new, dtype=torch.bool).tril(diagonal=past)
     return llmcore.scaled_dot_product_attention(q, keys, values, mask), new_cache_k, values
+
+
+def cached_attention_meta_layout(q, k, v, cache_k, cache_v, inv_freq):
+    past, new = cache_k.shape[-2], q.shape[-2]
+    positions = torch.arange(past, past + new)
+    q, k = rope_rotate_half(q, positions, inv_freq, True), rope_rotate_half(k, positions, inv_freq, True)
+    keys, values = torch.cat([cache_k, k], dim=-2), torch.cat([cache_v, v], dim=-2)
+    mask = torch.ones(new, past + new, dtype=torch.bool).tril(diagonal=past)
+    return llmcore.scaled_dot_product_attention(q, keys, values, mask), keys, values
 
 
 def cached_attention_rotates_whole_cache(q, k, v, cache_k, cache_v, inv_freq):
@@ -316,6 +341,15 @@ def scaled_angles_dynamic_trained(positions, head_dim, base, method, factor, tra
     return positions[:, None].float() * frequencies_power(head_dim, base)
 
 
+def scaled_angles_dynamic_floor(positions, head_dim, base, method, factor, trained_length):
+    if method != "dynamic":
+        return scaled_angles_branches(positions, head_dim, base, method, factor, trained_length)
+    seq_len = int(positions.max()) + 1
+    if seq_len > trained_length:
+        base = base * (factor * (seq_len // trained_length) - (factor - 1)) ** (head_dim / (head_dim - 2))
+    return torch.outer(positions.float(), frequencies_power(head_dim, base))
+
+
 def scaled_angles_dynamic_count(positions, head_dim, base, method, factor, trained_length):
     if method != "dynamic":
         return scaled_angles_branches(positions, head_dim, base, method, factor, trained_length)
@@ -346,8 +380,10 @@ MISTAKES = {
         "not_inverted": frequencies_not_inverted,
         "one_per_dimension": frequencies_every_dimension,
         "not_float32": frequencies_double,
+        "another_base": frequencies_llama3_default,
     },
     "apply_rope": {
+        "default_interleaved": rope_meta_default,
         "layouts_mixed": rope_always_half,
         "tables_in_other_layout": rope_interleaved_with_cat_tables,
         "direction_flipped": rope_clockwise,
@@ -361,6 +397,7 @@ MISTAKES = {
         "no_causal_mask": cached_attention_unmasked,
         "cache_stores_unrotated_keys": cached_attention_caches_raw_keys,
         "cache_rotated_again": cached_attention_rotates_whole_cache,
+        "interleaved_layout": cached_attention_meta_layout,
     },
     "scaled_rope_angles": {
         "linear_scales_base": scaled_angles_linear_base,
@@ -369,6 +406,7 @@ MISTAKES = {
         "ntk_exponent_inverted": scaled_angles_inverted_exponent,
         "dynamic_offset_missing": scaled_angles_dynamic_no_offset,
         "dynamic_uses_trained_length": scaled_angles_dynamic_trained,
+        "dynamic_integer_division": scaled_angles_dynamic_floor,
         "dynamic_length_from_count": scaled_angles_dynamic_count,
         "dynamic_scales_short_sequences": scaled_angles_dynamic_always,
     },

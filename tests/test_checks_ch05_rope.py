@@ -28,7 +28,7 @@ def _failure(check, learner) -> CheckFailure:
 def test_a_layout_mixed_up_in_one_branch_shows_on_the_first_interleaved_case():
     failure = _failure(check_apply_rope, MISTAKES["apply_rope"]["layouts_mixed"])
     message = str(failure)
-    assert failure.case_number == 2 and "case 2 of 4" in message and "interleaved" in message
+    assert failure.case_number == 2 and "case 2 of 5" in message and "interleaved" in message
     assert "expected" in message and "got" in message
     assert "Diagnosis: the layouts are mixed up" in message and "Idea:" in message
 
@@ -55,7 +55,60 @@ def test_two_mistakes_at_once_the_one_visible_first_is_named():
 
 def test_dynamic_ntk_with_the_trained_length_passes_until_the_text_is_longer():
     failure = _failure(check_scaled_rope_angles, MISTAKES["scaled_rope_angles"]["dynamic_uses_trained_length"])
-    assert failure.case_number == 3 and "current length 30" in str(failure)
+    assert failure.case_number == 3 and "current length 39" in str(failure)
+
+
+@pytest.mark.parametrize("spelling", ["factor * (L // trained_length)", "(factor * L) // trained_length"])
+def test_integer_division_in_dynamic_ntk_is_named_as_such(spelling):
+    """With L = 16…31 both spellings give scale 1, the values of the trained length: case 3 (L = 39) separates them."""
+
+    def floor_ratio(positions, head_dim, base, method, factor, trained_length):
+        if method != "dynamic":
+            return CORRECT["scaled_rope_angles"][0](positions, head_dim, base, method, factor, trained_length)
+        length = int(positions.max()) + 1
+        if length > trained_length:
+            if spelling.startswith("factor *"):
+                steps = factor * (length // trained_length)
+            else:
+                steps = (factor * length) // trained_length
+            base = base * (steps - (factor - 1)) ** (head_dim / (head_dim - 2))
+        return positions.float()[:, None] * CORRECT["rope_frequencies"][0](head_dim, base)
+
+    failure = _failure(check_scaled_rope_angles, floor_ratio)
+    assert failure.case_number == 3 and failure.mistake_id == "dynamic_integer_division", str(failure)
+    assert "Diagnosis: dynamic NTK divides the lengths with // (integer division)" in str(failure)
+
+
+def test_a_wrong_default_layout_shows_on_the_case_that_leaves_it_out():
+    failure = _failure(check_apply_rope, MISTAKES["apply_rope"]["default_interleaved"])
+    message = str(failure)
+    assert failure.case_number == 5 and "interleaved left out" in message
+    assert "Diagnosis: interleaved defaults to True" in message
+
+
+def test_a_wrong_default_base_shows_on_the_case_that_leaves_it_out():
+    failure = _failure(check_rope_frequencies, MISTAKES["rope_frequencies"]["another_base"])
+    assert failure.case_number == 4 and "base left out" in str(failure)
+    assert failure.mistake_id == "another_base"
+
+
+def test_a_base_written_into_the_body_is_named_on_the_first_other_base():
+    def fixed_base(head_dim, base=10000.0):
+        return 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+
+    failure = _failure(check_rope_frequencies, fixed_base)
+    assert failure.case_number == 2 and failure.mistake_id == "another_base"
+
+
+def test_an_exponent_over_d_minus_2_is_not_taken_for_another_base():
+    """base^(−2i/(d−2)) is b'^(−2i/d) for b' = base^(d/(d−2)), a base nobody types: no diagnosis beats a wrong
+    one."""
+
+    def over_d_minus_2(head_dim, base=10000.0):
+        return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / (head_dim - 2)))
+
+    failure = _failure(check_rope_frequencies, over_d_minus_2)
+    assert failure.case_number == 1 and failure.mistake_id is None
 
 
 def test_frequencies_in_float64_are_named_by_their_dtype():

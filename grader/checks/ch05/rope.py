@@ -38,8 +38,47 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-def _frequencies_reference(head_dim: int, base: float) -> Tensor:
+DEFAULT_BASE = 10000.0
+"""The default of ``rope_frequencies(head_dim, base=10000.0)`` in the notebook's signature."""
+
+
+def _frequencies_reference(head_dim: int, base: float = DEFAULT_BASE) -> Tensor:
     return reference_rope.rope_inverse_frequencies(head_dim, base)
+
+
+def _recovered_base(inv_freq: Tensor) -> float | None:
+    """The base b with inv_freq = b^(−2i/d), read off the slowest pair (b = θ_{d/2−1}^(−d/(d−2))); None if the
+    values are not frequencies of the form b^(−2i/d) for one base b > 1."""
+    if not isinstance(inv_freq, Tensor) or inv_freq.dim() != 1 or inv_freq.numel() < 2 \
+            or not inv_freq.is_floating_point() or not torch.isfinite(inv_freq).all() or (inv_freq <= 0).any():
+        return None
+    head_dim = 2 * inv_freq.numel()
+    logs = inv_freq.double().log()
+    if abs(float(logs[0])) > 1e-5:  # θ_0 = 1 for every base
+        return None
+    log_base = -float(logs[-1]) * head_dim / (head_dim - 2)
+    if log_base <= 0:
+        return None
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+    if not torch.allclose(logs, -exponents * log_base, rtol=1e-4, atol=1e-5):
+        return None
+    return float(torch.tensor(log_base, dtype=torch.float64).exp())
+
+
+def _is_round(value: float) -> bool:
+    """True for bases a person types: 10000, 500000, 1e6, 2.5e5 (two significant digits at most)."""
+    scale = 10.0 ** (len(str(int(value))) - 2) if value >= 10 else 1.0
+    mantissa = value / scale
+    return abs(mantissa - round(mantissa)) <= 1e-3 * mantissa
+
+
+def _another_base(got, expected) -> bool:
+    """The frequencies of a round base other than the one asked for (e.g. 500000 where the default 10000 was
+    meant). An exponent with another denominator also gives b'^(−2i/d), but for a base that is not round."""
+    got_base, expected_base = _recovered_base(got), _recovered_base(expected)
+    if got_base is None or expected_base is None or got.dtype != expected.dtype:
+        return False
+    return abs(got_base / expected_base - 1) > 1e-3 and _is_round(got_base)
 
 
 def _frequencies_variant(head_dim: int, base: float, *, exponent_step: int = 2, sign: float = -1.0,
@@ -58,14 +97,14 @@ FREQUENCY_MISTAKES = [
         "pair i holds dimensions 2i and 2i+1 (or i and i + d/2): its exponent is 2i/d, which runs from 0 to almost 1, "
         "so the wavelengths span 2π … 2π·base.",
         "torch.arange(0, head_dim, 2).float() / head_dim, not torch.arange(head_dim // 2) / head_dim.",
-        output=lambda head_dim, base: _frequencies_variant(head_dim, base, exponent_step=1),
+        output=lambda head_dim, base=DEFAULT_BASE: _frequencies_variant(head_dim, base, exponent_step=1),
     ),
     Mistake(
         "not_inverted",
         "the result is base^(2i/d), a wavelength, instead of its inverse base^(−2i/d)",
         "θ_i is an angle per token, 1 for the first pair and smaller for the others: one over base^(2i/d).",
         "1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim)).",
-        output=lambda head_dim, base: _frequencies_variant(head_dim, base, sign=1.0),
+        output=lambda head_dim, base=DEFAULT_BASE: _frequencies_variant(head_dim, base, sign=1.0),
     ),
     Mistake(
         "one_per_dimension",
@@ -73,7 +112,7 @@ FREQUENCY_MISTAKES = [
         "RoPE rotates pairs of dimensions; both dimensions of a pair share one frequency, so there are head_dim/2 of "
         "them.",
         "use torch.arange(0, head_dim, 2): the even indices 0, 2, …, d−2 give the d/2 exponents 2i/d.",
-        output=lambda head_dim, base: _frequencies_variant(head_dim, base, per_dimension=True),
+        output=lambda head_dim, base=DEFAULT_BASE: _frequencies_variant(head_dim, base, per_dimension=True),
     ),
     Mistake(
         "not_float32",
@@ -81,7 +120,17 @@ FREQUENCY_MISTAKES = [
         "the course (like Hugging Face and Qwen) keeps the inverse frequencies in float32 whatever the model's dtype, "
         "so that the same angles are computed everywhere.",
         "build the exponents with .float() (or dtype=torch.float32) and keep the result in float32.",
-        output=lambda head_dim, base: _frequencies_variant(head_dim, base, dtype=torch.float64),
+        output=lambda head_dim, base=DEFAULT_BASE: _frequencies_variant(head_dim, base, dtype=torch.float64),
+    ),
+    Mistake(
+        "another_base",
+        "the frequencies are those of another base than the one asked for: a wrong default for base (the "
+        "signature says base=10000.0), or the base argument ignored",
+        "rope_frequencies(head_dim) uses the default base 10000 (RoFormer, LLaMA 1–2), and the notebook's demos call "
+        "it that way; rope_frequencies(head_dim, 500000.0) must use the base it is given.",
+        "def rope_frequencies(head_dim, base=10000.0): ... 1.0 / (base ** exponents), with the argument base, not a "
+        "number written into the body.",
+        detect=_another_base,
     ),
 ]
 
@@ -91,6 +140,7 @@ def _frequencies_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("head_dim=8, base=10000 (RoFormer, LLaMA 1-2)", (8, 10000.0)),
         Case("head_dim=6, base=500000 (LLaMA 3's base)", (6, 500000.0)),
         Case("head_dim=128, base=10000 (LLaMA-7B's head)", (128, 10000.0)),
+        Case("head_dim=16, base left out (the signature's default, base=10000.0)", (16,)),
     ]
     if hidden:
         cases += [
@@ -100,7 +150,7 @@ def _frequencies_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     return cases
 
 
-# fn(head_dim: int, base: float) -> inv_freq [head_dim/2], float32
+# fn(head_dim: int, base: float = 10000.0) -> inv_freq [head_dim/2], float32
 ROPE_FREQUENCIES = register(Exercise(
     id="rope_frequencies",
     title="rope_frequencies",
@@ -110,7 +160,7 @@ ROPE_FREQUENCIES = register(Exercise(
     mistakes=FREQUENCY_MISTAKES,
     forbidden={reference_rope.rope_inverse_frequencies: "llmcore.rope.rope_inverse_frequencies",
                reference_rope.RotaryEmbedding: "llmcore.rope.RotaryEmbedding"},
-    delegation=lambda head_dim, base: reference_rope.rope_inverse_frequencies(head_dim, base),
+    delegation=lambda head_dim, base=DEFAULT_BASE: reference_rope.rope_inverse_frequencies(head_dim, base),
     output_names=("inv_freq",),
     fallback_hint="1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim)): d/2 values, float32.",
 ))
@@ -155,7 +205,24 @@ def _apply_rope_variant(x: Tensor, positions: Tensor, inv_freq: Tensor, interlea
     return x * cos.unsqueeze(1) + direction * rotate(x) * sin.unsqueeze(1)
 
 
+def _default_layout_variant(x: Tensor, positions: Tensor, inv_freq: Tensor, interleaved: bool | None = None,
+                            ) -> Tensor:
+    """interleaved=True as the default: the reference wherever the layout is passed, interleaved pairs where it is
+    left out."""
+    return _apply_rope_reference(x, positions, inv_freq, True if interleaved is None else interleaved)
+
+
 APPLY_ROPE_MISTAKES = [
+    Mistake(  # first: where the layout is left out, it gives the same values as layouts_mixed, and it is the cause
+        "default_interleaved",
+        "interleaved defaults to True: called without it, apply_rope rotates interleaved pairs (2i, 2i+1), but the "
+        "default is the half-split layout",
+        "the signature is apply_rope(x, positions, inv_freq, interleaved=False): Hugging Face's half-split pairs "
+        "unless told otherwise. The attention step with a KV cache and the demos call apply_rope without interleaved "
+        "and rely on that default.",
+        "def apply_rope(x, positions, inv_freq, interleaved=False):",
+        output=_default_layout_variant,
+    ),
     Mistake(
         "layouts_mixed",
         "the layouts are mixed up: half-split pairs (i, i + d/2) where interleaved pairs (2i, 2i+1) were asked, or "
@@ -224,6 +291,9 @@ def _apply_rope_cases(random: CaseRandom, hidden: bool) -> list[Case]:
               False), check_gradients=True),
         Case("x [B=3, H=2, L=1, D=4], float32, one token at position 12, interleaved",
              (random.tensor((3, 2, 1, 4)), torch.tensor([12]), frequencies(4, 10000.0), True)),
+        Case("x [B=1, H=2, L=6, D=8], float32, positions 3…8, interleaved left out (the signature's default, "
+             "interleaved=False: half-split)",
+             (random.tensor((1, 2, 6, 8)), torch.arange(3, 9), frequencies(8, 10000.0))),
     ]
     if hidden:
         cases += [
@@ -236,7 +306,7 @@ def _apply_rope_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     return cases
 
 
-# fn(x [B, H, L, D], positions [L] int64, inv_freq [D/2], interleaved: bool) -> [B, H, L, D] in x's dtype
+# fn(x [B, H, L, D], positions [L] int64, inv_freq [D/2], interleaved: bool = False) -> [B, H, L, D] in x's dtype
 APPLY_ROPE = register(Exercise(
     id="apply_rope",
     title="apply_rope",
@@ -266,12 +336,12 @@ check_apply_rope = APPLY_ROPE.check
 def _cached_variant(q: Tensor, k: Tensor, v: Tensor, cache_k: Tensor, cache_v: Tensor, inv_freq: Tensor, *,
                     offset_positions: bool = True, rotate_values: bool = False, offset_mask: bool = True,
                     causal: bool = True, cache_rotated_keys: bool = True, rotate_cache_again: bool = False,
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+                    interleaved: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """The reference (half-split layout) with one knob turned."""
     cached, new = cache_k.shape[-2], q.shape[-2]
     positions = torch.arange(cached, cached + new) if offset_positions else torch.arange(new)
-    rotated_q = _apply_rope_reference(q, positions, inv_freq)
-    rotated_k = _apply_rope_reference(k, positions, inv_freq)
+    rotated_q = _apply_rope_reference(q, positions, inv_freq, interleaved)
+    rotated_k = _apply_rope_reference(k, positions, inv_freq, interleaved)
     values = _apply_rope_reference(v, positions, inv_freq) if rotate_values else v
     keys = torch.cat((cache_k, rotated_k), dim=-2)
     if rotate_cache_again:  # cached keys turned once more, by their own positions 0 … S−1
@@ -340,6 +410,15 @@ CACHED_MISTAKES = [
         "rotate k alone at positions S…S+L−1, then torch.cat((cache_k, rotated_k), dim=-2).",
         output=_cached_mistake(rotate_cache_again=True),
     ),
+    Mistake(
+        "interleaved_layout",
+        "q and k are rotated in the interleaved layout (pairs 2i, 2i+1); this step uses the half-split layout",
+        "the cache, like Hugging Face's LLaMA, uses half-split pairs (i, i + D/2): apply_rope's default "
+        "interleaved=False. If your apply_rope is called without interleaved, check that its default is False.",
+        "apply_rope(q, positions, inv_freq) and apply_rope(k, positions, inv_freq), with interleaved=False (the "
+        "default of the signature).",
+        output=_cached_mistake(interleaved=True),
+    ),
 ]
 
 
@@ -398,7 +477,7 @@ def _scaled_reference(positions: Tensor, head_dim: int, base: float, method: str
 def _scaled_variant(positions: Tensor, head_dim: int, base: float, method: str, factor: float, trained_length: int,
                     *, linear_on_base: bool = False, ntk_on_positions: bool = False, ntk_exponent: str = "d/(d-2)",
                     dynamic_length: str = "current", clamp_dynamic: bool = True, dynamic_offset: bool = True,
-                    ) -> Tensor:
+                    floor_ratio: bool = False) -> Tensor:
     """The reference with one knob turned: where the factor acts, with which exponent, at which length."""
     exponent = {"d/(d-2)": head_dim / (head_dim - 2), "none": 1.0, "(d-2)/d": (head_dim - 2) / head_dim}[ntk_exponent]
     scaled_positions = positions.float()
@@ -416,7 +495,8 @@ def _scaled_variant(positions: Tensor, head_dim: int, base: float, method: str, 
         length = {"current": int(positions.max()) + 1, "trained": trained_length, "count": positions.numel()}[
             dynamic_length]
         if length > trained_length or not clamp_dynamic:
-            scale = factor * length / trained_length - ((factor - 1) if dynamic_offset else 0.0)
+            ratio = length // trained_length if floor_ratio else length / trained_length
+            scale = factor * ratio - ((factor - 1) if dynamic_offset else 0.0)
             base = base * scale**exponent
     inv_freq = reference_rope.rope_inverse_frequencies(head_dim, base)
     return scaled_positions.unsqueeze(-1) * inv_freq
@@ -471,6 +551,16 @@ SCALED_MISTAKES = [
         output=_scaled_mistake(dynamic_length="trained"),
     ),
     Mistake(
+        "dynamic_integer_division",
+        "dynamic NTK divides the lengths with // (integer division), so the scale grows in whole steps of L₀ "
+        "instead of with every token",
+        "L/L₀ is a fraction: rounded down, the base stays put from L₀ to 2L₀ − 1 (scale 1, no scaling at all) and "
+        "then jumps. Dynamic NTK lets the base grow smoothly with the current length.",
+        "scale = factor * L / trained_length - (factor - 1), with the true division /, not L // trained_length (or "
+        "(factor * L) // trained_length).",
+        output=_scaled_mistake(floor_ratio=True),
+    ),
+    Mistake(
         "dynamic_length_from_count",
         "dynamic NTK takes the current length from the number of positions given, not from the largest position",
         "a chunk or a decoding step passes only the new positions; the length the model has reached is the largest "
@@ -503,8 +593,10 @@ def _scaled_cases(random: CaseRandom, hidden: bool) -> list[Case]:
              (torch.arange(40), 8, 10000.0, "linear", 4.0, 16)),
         Case("ntk, factor 2, trained 32, positions 0…63, head_dim 16, base 10000",
              (torch.arange(64), 16, 10000.0, "ntk", 2.0, 32)),
-        Case("dynamic, factor 2, trained 16, a chunk at positions 10…29 (current length 30), head_dim 12, base 500000",
-             (torch.arange(10, 30), 12, 500000.0, "dynamic", 2.0, 16)),
+        # L = 39: L/L₀ = 2.44 is not a whole number, and L > 2L₀, so // (scale 3) differs from the trained length
+        # (scale 1), from len(positions) = 29 (scale 2.625) and from the true scale 3.875.
+        Case("dynamic, factor 2, trained 16, a chunk at positions 10…38 (current length 39), head_dim 12, base 500000",
+             (torch.arange(10, 39), 12, 500000.0, "dynamic", 2.0, 16)),
         Case("dynamic, factor 4, trained 64, positions 0…19 (shorter than trained), head_dim 6, base 10000",
              (torch.arange(20), 6, 10000.0, "dynamic", 4.0, 64)),
     ]
