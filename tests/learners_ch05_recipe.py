@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +50,23 @@ def count_as_shapes(*, dim, n_layers, n_heads, vocab_size, n_kv_heads=None, mult
     if not tie_embeddings:
         shapes.append((vocab_size, dim))
     return sum(math.prod(shape) for shape in shapes)
+
+
+def count_with_numpy(**params):
+    """Multiplies the shapes out with numpy: the sum is a numpy.int64, a count all the same."""
+    dim, heads = params["dim"], params["n_heads"]
+    kv_dim = (params["n_kv_heads"] or heads) * (dim // heads)
+    hidden = 8 * dim // 3
+    if params["ffn_dim_multiplier"] is not None:
+        hidden = int(hidden * params["ffn_dim_multiplier"])
+    while hidden % params["multiple_of"]:
+        hidden += 1
+    layer = [(dim, dim), (dim, kv_dim), (dim, kv_dim), (dim, dim), (dim, hidden), (dim, hidden), (hidden, dim),
+             (dim,), (dim,)]
+    shapes = [(params["vocab_size"], dim)] + layer * params["n_layers"] + [(dim,)]
+    if not params["tie_embeddings"]:
+        shapes.append((params["vocab_size"], dim))
+    return sum(np.prod(shape) for shape in shapes)
 
 
 def count_head_forgotten(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, multiple_of, ffn_dim_multiplier,
@@ -114,6 +132,19 @@ def count_rounded_down(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, multip
 def count_multiplier_ignored(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, multiple_of, ffn_dim_multiplier,
                              tie_embeddings):
     hidden = math.ceil(int(8 * dim / 3) / multiple_of) * multiple_of
+    head_dim = dim // n_heads
+    kv = n_kv_heads or n_heads
+    layer = 2 * dim * dim + 2 * dim * kv * head_dim + 3 * dim * hidden + 2 * dim
+    return (1 if tie_embeddings else 2) * vocab_size * dim + n_layers * layer + dim
+
+
+def count_multiplier_on_4dim(*, dim, n_layers, n_heads, vocab_size, n_kv_heads, multiple_of, ffn_dim_multiplier,
+                             tie_embeddings):
+    hidden = 4 * dim
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)   # scale the MLP width first …
+    hidden = int(2 * hidden / 3)                    # … then shrink it for the gate
+    hidden = multiple_of * math.ceil(hidden / multiple_of)
     head_dim = dim // n_heads
     kv = n_kv_heads or n_heads
     layer = 2 * dim * dim + 2 * dim * kv * head_dim + 3 * dim * hidden + 2 * dim
@@ -219,6 +250,21 @@ def groups_from_every_module(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def groups_from_every_module_deduplicated_by_type(model, weight_decay):
+    """Walks the modules; the tied table is met by the embedding and by the head, and lands in no_decay twice."""
+    tables = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if is_norm(module) or id(p) in tables or name == "bias":
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 # ---------------------------------------------------------------------------------------------------
 # cosine_lr
 # ---------------------------------------------------------------------------------------------------
@@ -241,6 +287,16 @@ def cosine_lr_as_multiplier(step, *, peak_lr, warmup_steps, total_steps, min_lr_
     decay = min_lr_ratio + (1 - min_lr_ratio) * (torch.cos(torch.pi * progress) + 1) / 2
     factor = warm if step < warmup_steps else float(decay)
     return peak_lr * factor
+
+
+def cosine_lr_in_float32(step, *, peak_lr, warmup_steps, total_steps, min_lr_ratio=0.1):
+    """torch's default dtype throughout: the rate agrees with the float64 one to float32 precision only."""
+    step = torch.tensor(step)
+    if step < warmup_steps:
+        return peak_lr * step / warmup_steps
+    progress = torch.clamp((step - warmup_steps) / (total_steps - warmup_steps), max=1.0)
+    floor = min_lr_ratio * peak_lr
+    return floor + (peak_lr - floor) * 0.5 * (1 + torch.cos(torch.pi * progress))
 
 
 def cosine_floor_zero(step, *, peak_lr, warmup_steps, total_steps, min_lr_ratio=0.1):
@@ -374,9 +430,9 @@ def clip_twice_over_a_generator(parameters, max_norm):
 
 
 CORRECT = {
-    "llama_parameter_count": [count_by_pieces, count_as_shapes],
+    "llama_parameter_count": [count_by_pieces, count_as_shapes, count_with_numpy],
     "parameter_groups": [groups_by_module_type, groups_by_dimension],
-    "cosine_lr": [cosine_lr_piecewise, cosine_lr_as_multiplier],
+    "cosine_lr": [cosine_lr_piecewise, cosine_lr_as_multiplier, cosine_lr_in_float32],
     "clip_grad_norm": [clip_with_a_loop, clip_with_a_flat_vector],
 }
 
@@ -389,6 +445,7 @@ MISTAKES = {
         "ffn_not_rounded": count_unrounded,
         "ffn_rounded_down": count_rounded_down,
         "ffn_multiplier_ignored": count_multiplier_ignored,
+        "ffn_multiplier_on_4dim": count_multiplier_on_4dim,
         "kv_heads_ignored": count_kv_heads_ignored,
         "gpt_ffn": count_gpt_ffn,
     },
@@ -399,6 +456,7 @@ MISTAKES = {
         "embeddings_decayed": groups_embeddings_decayed,
         "no_decay_group_without_rate": groups_without_zero_rate,
         "tied_weight_twice": groups_from_every_module,
+        "tied_weight_twice_in_one_group": groups_from_every_module_deduplicated_by_type,
     },
     "cosine_lr": {
         "floor_zero": cosine_floor_zero,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from grader.checks.framework import CheckFailure
 from learners_ch05_recipe import (
     clip_with_a_loop,
     count_by_pieces,
+    cosine_lr_in_float32,
     cosine_lr_piecewise,
     groups_by_module_type,
 )
@@ -39,9 +41,10 @@ def test_a_count_off_by_one_fails_even_as_a_float():
     assert error.case_number == 1
 
 
-def test_whole_floats_and_tensors_are_accepted_as_counts():
+def test_whole_floats_numpy_integers_and_tensors_are_accepted_as_counts():
     check_llama_parameter_count(lambda **params: float(count_by_pieces(**params)))
     check_llama_parameter_count(lambda **params: torch.tensor(count_by_pieces(**params)))
+    check_llama_parameter_count(lambda **params: np.int64(count_by_pieces(**params)))
 
 
 def test_two_count_mistakes_at_once_name_the_first_one_a_case_isolates():
@@ -115,7 +118,7 @@ def test_a_gradient_of_none_must_stay_none():
         return clip_with_a_loop(parameters, max_norm)
 
     error = failure(check_clip_grad_norm, fills_missing_gradients)
-    assert error.case_number == 2 and "gradient of parameter 3" in str(error)
+    assert error.case_number == 3 and "gradient of parameter 3" in str(error)
 
 
 def test_a_warm_up_slip_and_a_floor_slip_together_are_named_one_at_a_time():
@@ -127,3 +130,82 @@ def test_a_warm_up_slip_and_a_floor_slip_together_are_named_one_at_a_time():
 
     error = failure(check_cosine_lr, warmup_from_one_and_floor_zero)
     assert error.mistake_id == "floor_zero" and error.case_number == 1
+
+
+def test_groups_returned_as_one_dict_are_refused_in_a_sentence():
+    def as_a_dict(model, weight_decay):
+        groups = groups_by_module_type(model, weight_decay)
+        return {"decay": groups[0]["params"], "no_decay": groups[1]["params"]}
+
+    error = failure(check_parameter_groups, as_a_dict)
+    assert error.mistake_id == "wrong_return"
+    assert "a list of group dicts" in str(error) and "'decay', 'no_decay'" in str(error)
+
+
+def test_params_in_a_set_are_refused_as_adamw_refuses_them():
+    def in_sets(model, weight_decay):
+        return [{**group, "params": set(group["params"])} for group in groups_by_module_type(model, weight_decay)]
+
+    error = failure(check_parameter_groups, in_sets)
+    assert error.mistake_id == "wrong_return" and "is a set" in str(error)
+    with pytest.raises(TypeError):  # what the check stands for
+        torch.optim.AdamW(in_sets(torch.nn.Linear(2, 2), 0.1), lr=1e-3)
+
+
+def test_what_adamw_itself_refuses_is_reported():
+    def a_non_leaf(model, weight_decay):
+        groups = groups_by_module_type(model, weight_decay)
+        return [groups[0], {"params": [p * 1 for p in groups[1]["params"]], "weight_decay": 0.0}]
+
+    error = failure(check_parameter_groups, a_non_leaf)
+    assert error.mistake_id == "wrong_return" and "AdamW refuses the returned groups" in str(error)
+
+
+def test_a_tied_weight_twice_in_one_group_is_not_said_to_be_in_two_groups():
+    from learners_ch05_recipe import groups_from_every_module_deduplicated_by_type
+
+    message = str(failure(check_parameter_groups, groups_from_every_module_deduplicated_by_type))
+    assert "listed 2 times in one group" in message and "in 2 groups" not in message
+    assert "only warns" in message
+
+
+def test_a_schedule_computed_in_float32_passes():
+    check_cosine_lr(cosine_lr_in_float32)
+    check_cosine_lr(cosine_lr_in_float32, hidden=True)
+
+    def only_the_cosine_in_float32(step, *, peak_lr, warmup_steps, total_steps, min_lr_ratio=0.1):
+        low = peak_lr * min_lr_ratio
+        if step < warmup_steps:
+            return peak_lr * step / warmup_steps
+        if step >= total_steps:
+            return low
+        x = torch.tensor((step - warmup_steps) / (total_steps - warmup_steps))
+        return low + (peak_lr - low) * 0.5 * (1 + torch.cos(math.pi * x).item())
+
+    check_cosine_lr(only_the_cosine_in_float32, hidden=True)
+
+
+def test_a_factor_taken_with_max_instead_of_min_is_named_where_it_blows_gradients_up():
+    def max_instead_of_min(parameters, max_norm):
+        grads = [p.grad for p in parameters if p.grad is not None]
+        total = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        factor = max(1.0, float(max_norm / (total + 1e-6)))
+        for g in grads:
+            g.mul_(factor)
+        return total
+
+    error = failure(check_clip_grad_norm, max_instead_of_min)
+    assert error.mistake_id == "always_rescaled" and error.case_number == 1
+    assert "never max(1, …)" in str(error)
+
+
+def test_an_error_in_clipping_lists_the_learners_own_inputs():
+    def forgets_the_missing_gradient(parameters, max_norm):
+        params = list(parameters)
+        total = torch.sqrt(sum(p.grad.pow(2).sum() for p in params))
+        for p in params:
+            p.grad.mul_(min(1.0, float(max_norm / (total + 1e-6))))
+        return total
+
+    message = str(failure(check_clip_grad_norm, forgets_the_missing_gradient))
+    assert "The inputs were: parameters: a Python list of 3 item(s), max_norm = 2.5, passed_as = 'a list'." in message

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+import warnings
 from typing import Any, Callable, Iterable
 
 import torch
@@ -23,7 +25,7 @@ from llmcore.training import clipping as reference_clipping
 from llmcore.training import param_groups as reference_param_groups
 
 from ..cases import CaseRandom
-from ..framework import Case, Mistake
+from ..framework import Case, CheckFailure, Mistake, describe_value
 from ..spec import Exercise, register
 
 __all__ = [
@@ -53,12 +55,16 @@ def _llama_config(*, dim: int, n_layers: int, n_heads: int, vocab_size: int, n_k
 
 def _as_count(value: Any) -> Any:
     """A count as a 0-dim tensor, compared exactly: int64 when it is a whole number, float64 when it is not
-    (a fractional count is wrong, and tolerances must not let it pass)."""
+    (a fractional count is wrong, and tolerances must not let it pass). Python and numpy integers (the sum of
+    ``np.prod`` of shapes is a ``numpy.int64``), whole floats and one-element tensors are all counts."""
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return value
-    if isinstance(value, float) and not value.is_integer():
+    if isinstance(value, numbers.Integral):
+        return torch.tensor(int(value), dtype=torch.int64)
+    value = float(value)
+    if not value.is_integer():
         return torch.tensor(value, dtype=torch.float64)
     return torch.tensor(int(value), dtype=torch.int64)
 
@@ -74,13 +80,16 @@ def _adapt_count(learner: Callable[..., Any]) -> Callable[..., Any]:
 def _count_variant(*, dim: int, n_layers: int, n_heads: int, vocab_size: int, n_kv_heads: int | None,
                    multiple_of: int, ffn_dim_multiplier: float | None, tie_embeddings: bool,
                    head: str = "right", norms: str = "all", ffn_width: str = "rounded_up",
-                   use_kv_heads: bool = True, gated: bool = True) -> int:
-    """The closed form with one knob turned; every knob at its default gives the reference's count."""
+                   use_kv_heads: bool = True, gated: bool = True, multiplier_on_4dim: bool = False) -> int:
+    """The closed form with one knob turned; every knob at its default gives the reference's count.
+    ``multiplier_on_4dim`` scales 4·dim before the 2/3 (int(2·int(m·4·dim)/3)) instead of int(8·dim/3)."""
     kv_heads = n_kv_heads if use_kv_heads and n_kv_heads is not None else n_heads
     head_dim = dim // n_heads
     attention = 2 * dim * n_heads * head_dim + 2 * dim * kv_heads * head_dim
     hidden = int(8 * dim / 3)
-    if ffn_width != "multiplier_ignored" and ffn_dim_multiplier is not None:
+    if multiplier_on_4dim and ffn_dim_multiplier is not None:
+        hidden = int(2 * int(ffn_dim_multiplier * 4 * dim) / 3)
+    elif ffn_width != "multiplier_ignored" and ffn_dim_multiplier is not None:
         hidden = int(ffn_dim_multiplier * hidden)
     if ffn_width in ("rounded_up", "multiplier_ignored"):
         hidden = multiple_of * math.ceil(hidden / multiple_of)
@@ -152,6 +161,16 @@ PARAMETER_COUNT_MISTAKES = [
         output=_count(ffn_width="multiplier_ignored"),
     ),
     Mistake(
+        "ffn_multiplier_on_4dim",
+        "ffn_dim_multiplier scales 4·dim before the 2/3 instead of int(8·dim/3)",
+        "Meta's code truncates twice, in this order: hidden = int(2·4·dim/3), then "
+        "int(ffn_dim_multiplier · hidden). Another order truncates other fractions and changes the width by a unit "
+        "or two, which the rounding up to multiple_of hides only sometimes.",
+        "hidden = int(8 * dim / 3); if ffn_dim_multiplier is not None: hidden = int(ffn_dim_multiplier * hidden); "
+        "then round up to a multiple of multiple_of.",
+        output=_count(multiplier_on_4dim=True),
+    ),
+    Mistake(
         "kv_heads_ignored",
         "K and V are counted with n_heads heads: grouped-query attention (n_kv_heads) is ignored",
         "with GQA the key and value projections only produce n_kv_heads heads: dim × (n_kv_heads · head_dim) each.",
@@ -187,6 +206,9 @@ def _parameter_count_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("LLaMA-2-70B: dim 8192, 80 layers, 64 heads, 8 KV heads, vocab 32000, ffn_dim_multiplier 1.3, "
              "multiple_of 4096 (published: 68,976,648,192)",
              kwargs=_count_params(8192, 80, 64, 32000, n_kv_heads=8, ffn_dim_multiplier=1.3, multiple_of=4096)),
+        Case("a small model without rounding (multiple_of 1), so every int() of the FFN width shows: dim 24, "
+             "2 layers, 3 heads, vocab 100, ffn_dim_multiplier 1.3",
+             kwargs=_count_params(24, 2, 3, 100, ffn_dim_multiplier=1.3, multiple_of=1)),
     ]
     if hidden:
         heads = int(random.ids(4, (1,), low=2))
@@ -246,19 +268,25 @@ _EACH_PARAMETER = ("the weight decay AdamW applies to this parameter",) * 4096
 
 def _what_adamw_does(groups: Any, model: nn.Module) -> tuple[str, ...]:
     """One line per trainable parameter of ``model``: the weight decay AdamW would apply to it with these groups,
-    "in no group" or "in N groups". Frozen parameters are left out (AdamW never updates them anyway)."""
+    "in no group", "in N groups" or "listed N times in one group". Frozen parameters are left out (AdamW never
+    updates them anyway)."""
     decays: dict[int, list[float]] = {}
-    for group in groups:
+    groups_holding: dict[int, set[int]] = {}
+    for number, group in enumerate(groups):
         params = group["params"]
         for parameter in [params] if isinstance(params, Tensor) else params:
             decays.setdefault(id(parameter), []).append(float(group.get("weight_decay", ADAMW_DEFAULT_DECAY)))
+            groups_holding.setdefault(id(parameter), set()).add(number)
     lines = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         found = decays.get(id(parameter), [])
-        if len(found) > 1:
-            lines.append(f"{name}: in {len(found)} groups")
+        in_groups = len(groups_holding.get(id(parameter), ()))
+        if in_groups > 1:
+            lines.append(f"{name}: in {in_groups} groups")
+        elif len(found) > 1:
+            lines.append(f"{name}: listed {len(found)} times in one group")
         elif not found:
             lines.append(f"{name}: in no group")
         else:
@@ -266,8 +294,52 @@ def _what_adamw_does(groups: Any, model: nn.Module) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _refuse_groups(problem: str) -> CheckFailure:
+    return CheckFailure(
+        f"✘ parameter_groups must return what torch.optim.AdamW takes, a list of group dicts such as "
+        f"[{{'params': decay, 'weight_decay': weight_decay}}, {{'params': no_decay, 'weight_decay': 0.0}}] "
+        f"(each 'params' a list of parameters); {problem}",
+        exercise="parameter_groups", mistake_id="wrong_return")
+
+
+def _usable_groups(groups: Any) -> list[dict[str, Any]]:
+    """The learner's groups, checked the way torch.optim.AdamW checks them, with each 'params' made a list (a
+    generator is read once). A parameter in two groups is left to the comparison, which names it."""
+    if isinstance(groups, dict):
+        keys = ", ".join(repr(key) for key in list(groups)[:4])
+        raise _refuse_groups(f"it returned one dict (keys {keys}). Put each list of parameters into a dict of its "
+                             "own, with its 'weight_decay', and return the list of those dicts.")
+    if groups is None or isinstance(groups, (Tensor, str)) or not isinstance(groups, Iterable):
+        raise _refuse_groups(f"it returned {describe_value(groups)}.")
+    groups = list(groups)
+    for number, group in enumerate(groups, start=1):
+        if not isinstance(group, dict):
+            raise _refuse_groups(f"group {number} of the returned list is {describe_value(group)}, not a dict.")
+        if "params" not in group:
+            raise _refuse_groups(f"group {number} has no 'params' key (its keys: "
+                                 f"{', '.join(repr(key) for key in group) or 'none'}).")
+        if isinstance(group["params"], (set, frozenset)):
+            raise _refuse_groups(f"the 'params' of group {number} is a set, which AdamW refuses: a set's order "
+                                 "changes from run to run, and an optimizer's saved state is matched to its "
+                                 "parameters by position. Collect the parameters in a list.")
+    usable = [{**group, "params": [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])}
+              for group in groups]
+    seen: dict[int, int] = {}
+    for number, group in enumerate(usable):
+        for parameter in group["params"]:
+            if seen.setdefault(id(parameter), number) != number:
+                return usable  # in two groups: AdamW would raise; the comparison names the parameter
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a parameter twice in one group: AdamW warns, the comparison names it
+            torch.optim.AdamW([dict(group) for group in usable], lr=1e-3)
+    except (TypeError, ValueError, KeyError) as error:
+        raise _refuse_groups(f"AdamW refuses the returned groups: {type(error).__name__}: {error}") from None
+    return usable
+
+
 def _adapt_groups(learner: Callable) -> Callable[[nn.Module, float], tuple[str, ...]]:
-    return lambda model, weight_decay: _what_adamw_does(learner(model, weight_decay), model)
+    return lambda model, weight_decay: _what_adamw_does(_usable_groups(learner(model, weight_decay)), model)
 
 
 def _groups_reference(model: nn.Module, weight_decay: float) -> tuple[str, ...]:
@@ -276,8 +348,9 @@ def _groups_reference(model: nn.Module, weight_decay: float) -> tuple[str, ...]:
 
 def _groups_variant(model: nn.Module, weight_decay: float, *, decay_norms: bool = False, decay_biases: bool = False,
                     decay_embeddings: bool = False, undecayed_rate: float = 0.0,
-                    tied_twice: bool = False) -> tuple[str, ...]:
-    """The reference's split with one knob turned."""
+                    tied_twice: str = "") -> tuple[str, ...]:
+    """The reference's split with one knob turned; ``tied_twice`` "two_groups" lists a tied weight in the decayed
+    group as well, "one_group" twice in its own group."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, reference_param_groups.NORM_TYPES)
                    for p in m.parameters(recurse=False)}
     embedding_params = {id(p) for m in model.modules() if isinstance(m, reference_param_groups.EMBEDDING_TYPES)
@@ -294,7 +367,13 @@ def _groups_variant(model: nn.Module, weight_decay: float, *, decay_norms: bool 
         for module in model.modules():
             for parameter in module.parameters(recurse=False):
                 owners.setdefault(id(parameter), []).append(parameter)
-        decayed += [p for p in model.parameters() if len(owners.get(id(p), [])) > 1]
+        tied = [p for p in model.parameters() if len(owners.get(id(p), [])) > 1]
+        if tied_twice == "two_groups":
+            decayed += tied
+        else:
+            tied_ids = {id(p) for p in tied}
+            undecayed += [p for p in undecayed if id(p) in tied_ids]
+            decayed += [p for p in decayed if id(p) in tied_ids]
     return _what_adamw_does([{"params": decayed, "weight_decay": weight_decay},
                              {"params": undecayed, "weight_decay": undecayed_rate}], model)
 
@@ -344,11 +423,19 @@ PARAMETER_GROUPS_MISTAKES = [
     ),
     Mistake(
         "tied_weight_twice",
-        "the tied weight is listed twice (once for the embedding, once for the output head)",
+        "the tied weight is listed in two groups (once for the embedding, once for the output head)",
         "a parameter shared by two modules is one parameter: model.modules() meets it twice, model.parameters() "
         "once. AdamW refuses a parameter that appears in two groups.",
         "loop over model.named_parameters() (each parameter once), or keep a set of the ids already placed.",
-        output=_groups(tied_twice=True),
+        output=_groups(tied_twice="two_groups"),
+    ),
+    Mistake(
+        "tied_weight_twice_in_one_group",
+        "the tied weight is listed twice in the same group (once for the embedding, once for the output head)",
+        "a parameter shared by two modules is one parameter: model.modules() meets it twice, model.parameters() "
+        "once. AdamW only warns about a parameter listed twice in one group, then updates it twice at every step.",
+        "loop over model.named_parameters() (each parameter once), or keep a set of the ids already placed.",
+        output=_groups(tied_twice="one_group"),
     ),
 ]
 
@@ -438,9 +525,13 @@ check_parameter_groups = PARAMETER_GROUPS.check
 
 
 def _schedule(lr: Callable[..., float]) -> Callable[..., Tensor]:
-    """The learning rates of ``lr(step, **settings)`` at the given steps, as one float64 tensor."""
-    return lambda steps, **settings: torch.tensor([float(lr(step, **settings)) for step in steps],
-                                                  dtype=torch.float64)
+    """The learning rates of ``lr(step, **settings)`` at the given steps, in units of peak_lr, as one float32 tensor.
+
+    A schedule computed in float32 (torch's default dtype: ``torch.tensor(step)``, ``torch.cos``) is right, so
+    the comparison is float32's; dividing by peak_lr puts every case on the scale of 1, where float32's
+    tolerance (1e-5 + 1e-4·|expected|) still sees a warm-up one step off at 2000 warm-up steps."""
+    return lambda steps, **settings: torch.tensor(
+        [float(lr(step, **settings)) / settings["peak_lr"] for step in steps], dtype=torch.float32)
 
 
 def _cosine_variant(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1,
@@ -556,7 +647,7 @@ COSINE_LR = register(Exercise(
                reference_schedules.cosine_lr_scheduler: "llmcore.schedules.cosine_lr_scheduler"},
     delegation=reference_schedules.cosine_lr,
     adapt=_schedule,
-    output_names=("learning rate at each step of the sweep",),
+    output_names=("learning rate ÷ peak_lr at each step of the sweep",),
     fallback_hint="step < warmup_steps: peak_lr * step / warmup_steps; step >= total_steps: floor; otherwise "
     "floor + (peak_lr - floor) * 0.5 * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))), "
     "with floor = min_lr_ratio * peak_lr.",
@@ -581,20 +672,25 @@ def _with_gradients(gradients: tuple[Tensor | None, ...]) -> list[nn.Parameter]:
     return parameters
 
 
-def _clip_outcome(clip: Callable, gradients: tuple[Tensor | None, ...], max_norm: float,
-                  as_generator: bool) -> ClipResult:
-    """``(returned norm, gradient 1, gradient 2, …)`` after ``clip(parameters, max_norm)``; the norm in the gradients'
-    dtype, so that a Python float and a 0-dim tensor are compared alike."""
-    parameters = _with_gradients(gradients)
-    total = clip((p for p in parameters) if as_generator else parameters, max_norm)
-    dtype = next(g.dtype for g in gradients if g is not None)
+GENERATOR = "a generator, as model.parameters() is"
+"""How a case passes the parameters, as the learner reads it in "The inputs were: …" (else "a list")."""
+
+
+def _clip_outcome(clip: Callable, parameters: list[nn.Parameter], max_norm: float, passed_as: str) -> ClipResult:
+    """``(returned norm, gradient 1, gradient 2, …)`` after ``clip(parameters, max_norm)`` on fresh copies of the
+    case's parameters; the norm in the gradients' dtype, so that a Python float and a 0-dim tensor are compared
+    alike."""
+    parameters = _with_gradients(tuple(p.grad for p in parameters))
+    total = clip((p for p in parameters) if passed_as == GENERATOR else parameters, max_norm)
+    dtype = next(p.grad.dtype for p in parameters if p.grad is not None)
     if isinstance(total, (int, float)) or (isinstance(total, Tensor) and total.numel() == 1):
         total = torch.as_tensor(total).detach().reshape(()).to(dtype)
     return (total, *(p.grad for p in parameters))
 
 
 def _adapt_clip(learner: Callable) -> Callable[..., ClipResult]:
-    return lambda gradients, max_norm, as_generator: _clip_outcome(learner, gradients, max_norm, as_generator)
+    # the parameters' names are those the learner's function has, so that an error lists its own inputs
+    return lambda parameters, max_norm, passed_as: _clip_outcome(learner, parameters, max_norm, passed_as)
 
 
 def _clip_variant(parameters: Iterable[nn.Parameter], max_norm: float, *, norm: str = "global",
@@ -618,8 +714,8 @@ def _clip_variant(parameters: Iterable[nn.Parameter], max_norm: float, *, norm: 
 
 
 def _clip(**knobs: Any) -> Callable[..., ClipResult]:
-    return lambda gradients, max_norm, as_generator: _clip_outcome(
-        lambda parameters, limit: _clip_variant(list(parameters), limit, **knobs), gradients, max_norm, as_generator)
+    return lambda parameters, max_norm, passed_as: _clip_outcome(
+        lambda params, limit: _clip_variant(list(params), limit, **knobs), parameters, max_norm, passed_as)
 
 
 CLIP_MISTAKES = [
@@ -650,7 +746,8 @@ CLIP_MISTAKES = [
     Mistake(
         "always_rescaled",
         "the gradients are rescaled even when their norm is below max_norm (small gradients are blown up)",
-        "clipping only ever shrinks: the factor is min(1, max_norm / total).",
+        "clipping only ever shrinks: the factor is min(1, max_norm / total), never max(1, …) and never "
+        "max_norm / total alone.",
         "factor = min(1.0, max_norm / (total + 1e-6)), or skip the rescaling when total <= max_norm.",
         output=_clip(rescale_always=True),
     ),
@@ -666,7 +763,8 @@ CLIP_MISTAKES = [
         "gradients_unchanged",
         "the gradients are not changed: the norm is right but nothing is scaled",
         "either the rescaling rebinds a name (g = g * factor leaves p.grad as it was), or `parameters` was a "
-        "generator such as model.parameters() and the first loop used it up, so the second loop saw nothing.",
+        "generator such as model.parameters() and the first loop used it up, so the second loop saw nothing, "
+        "or the factor can never go below 1 (max(1, max_norm / total) where min(1, …) belongs).",
         "start with params = [p for p in parameters if p.grad is not None]; scale in place: p.grad.mul_(factor).",
         output=_clip(change_gradients=False),
     ),
@@ -674,26 +772,31 @@ CLIP_MISTAKES = [
 
 
 def _clip_cases(random: CaseRandom, hidden: bool) -> list[Case]:
-    def gradients(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32,
-                  scale: float = 1.0) -> tuple[Tensor, ...]:
-        return tuple(random.tensor(shape, dtype, scale=scale) for shape in shapes)
+    def parameters(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                   scale: float = 1.0, without_gradient: int = 0) -> list[nn.Parameter]:
+        gradients = [random.tensor(shape, dtype, scale=scale) for shape in shapes]
+        return _with_gradients((*gradients, *[None] * without_gradient))
 
+    # The first case is one where nothing may change: a factor that can grow (max(1, …) instead of min(1, …),
+    # or no min at all) shows there as gradients blown up, not as gradients left alone further on.
     cases = [
-        Case("gradients [3, 5], [7], [2, 4, 6] in float32, global norm ≈ 8, max_norm=1.0",
-             (gradients((3, 5), (7,), (2, 4, 6)), 1.0, False)),
-        Case("gradients [5, 2], [9] in float64 (global norm ≈ 40), one parameter without a gradient (None), "
-             "max_norm=2.5", ((*gradients((5, 2), (9,), dtype=torch.float64, scale=10.0), None), 2.5, False)),
         Case("gradients [4, 3], [6] in float32 whose global norm is below max_norm=50: nothing changes",
-             (gradients((4, 3), (6,)), 50.0, False)),
+             (parameters((4, 3), (6,)), 50.0, "a list")),
+        Case("gradients [3, 5], [7], [2, 4, 6] in float32, global norm ≈ 8, max_norm=1.0",
+             (parameters((3, 5), (7,), (2, 4, 6)), 1.0, "a list")),
+        Case("gradients [5, 2], [9] in float64 (global norm ≈ 50), one parameter without a gradient (None), "
+             "max_norm=2.5", (parameters((5, 2), (9,), dtype=torch.float64, scale=10.0, without_gradient=1), 2.5,
+                              "a list")),
         Case("parameters passed as a generator (as model.parameters() is): gradients [2, 3], [8], [3, 1, 2], "
-             "float64, max_norm=0.5", (gradients((2, 3), (8,), (3, 1, 2), dtype=torch.float64, scale=5.0), 0.5, True)),
+             "float64, max_norm=0.5",
+             (parameters((2, 3), (8,), (3, 1, 2), dtype=torch.float64, scale=5.0), 0.5, GENERATOR)),
     ]
     if hidden:
         cases += [
             Case("one parameter [11, 3] in float64, max_norm=1.0",
-                 (gradients((11, 3), dtype=torch.float64, scale=10.0), 1.0, True)),
+                 (parameters((11, 3), dtype=torch.float64, scale=10.0), 1.0, GENERATOR)),
             Case("six gradients of mixed sizes in float32, max_norm=0.1",
-                 (gradients((2, 3, 4), (5,), (1,), (6, 2), (3, 3), (7, 1)), 0.1, False)),
+                 (parameters((2, 3, 4), (5,), (1,), (6, 2), (3, 3), (7, 1)), 0.1, "a list")),
         ]
     return cases
 
