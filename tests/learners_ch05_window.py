@@ -330,6 +330,22 @@ def receptive_field_one_layer_short(length, window, n_layers):
     return reach.bool()
 
 
+def receptive_field_from_the_mask(length, window, n_layers):
+    mask = llmcore.dense_mask(llmcore.sliding_window_mask(window), 1, 1, length, length)[0, 0]
+    reach = mask.clone()  # one layer is the mask itself, so n_layers - 1 more products
+    for _ in range(n_layers - 1):
+        reach = (mask.float() @ reach.float()) > 0
+    return reach
+
+
+def receptive_field_paths_in_bytes(length, window, n_layers):
+    mask = llmcore.dense_mask(llmcore.sliding_window_mask(window), 1, 1, length, length)[0, 0].byte()
+    paths = torch.eye(length, dtype=torch.uint8)
+    for _ in range(n_layers):
+        paths = mask @ paths  # counts the paths; only > 0 matters in the end
+    return paths > 0
+
+
 def receptive_field_two_sided(length, window, n_layers):
     q = torch.arange(length).unsqueeze(1)
     j = torch.arange(length).unsqueeze(0)
@@ -364,6 +380,8 @@ MISTAKES = {
         "window_plus_one": receptive_field_window_plus_one,
         "ignores_layers": receptive_field_one_window,
         "one_layer_short": receptive_field_one_layer_short,
+        "zero_layers_not_identity": receptive_field_from_the_mask,
+        "path_counts_overflow": receptive_field_paths_in_bytes,
         "not_causal": receptive_field_two_sided,
     },
 }

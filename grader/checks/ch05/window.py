@@ -207,8 +207,13 @@ class _LibraryRollingCache:
                 torch.cat([old_positions, new_positions]))
 
 
-def _attend(queries: Tensor, returned: Any, window: int, start: int) -> Tensor:
-    """The step's queries (positions start, start+1, …) attending, within the window, to what update returned."""
+def _attend(queries: Tensor, returned: Any, window: int, start: int, step: int = 1) -> Tensor:
+    """The step's queries (positions start, start+1, …) attending, within the window, to what update returned.
+
+    Returned positions that no correct cache returns are named here, at the step where they first appear: −1
+    (an empty slot returned with the filled ones) and a position returned twice (the old part read after the
+    chunk's write, often through a slice of the buffer, which is a view; or the chunk's positions started wrong).
+    """
     if not isinstance(returned, (tuple, list)) or len(returned) != 3:
         raise CheckFailure(
             "✘ RollingKVCache.update must return three things, (keys, values, positions): the keys and values the "
@@ -222,12 +227,48 @@ def _attend(queries: Tensor, returned: Any, window: int, start: int) -> Tensor:
             raise CheckFailure(f"✘ RollingKVCache.update returned {name} that is not a tensor "
                                f"({'None' if value is None else type(value).__name__}).",
                                exercise="rolling_kv_cache", mistake_id="wrong_return")
+    _check_returned_positions(positions, window, start, queries.shape[2], step)
     query_positions = torch.arange(start, start + queries.shape[2]).view(-1, 1)
     distance = query_positions - positions.view(1, -1)
     visible = (distance >= 0) & (distance < window)
     scores = queries @ keys.transpose(-2, -1) / math.sqrt(queries.shape[-1])
     weights = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
     return weights @ values
+
+
+def _check_returned_positions(positions: Tensor, window: int, start: int, chunk_length: int, step: int) -> None:
+    if positions.dim() != 1 or positions.is_floating_point() or positions.is_complex() or not positions.numel():
+        return
+    where = f"at step {step} (W={window}, the chunk starts at position {start})"
+    if bool((positions < 0).any()):
+        raise CheckFailure(
+            f"✘ RollingKVCache.update returned the position {int(positions.min())} {where}: that is an empty "
+            "slot, not a position, and the chunk's queries would attend to whatever it holds.\n"
+            "Idea: return only the filled slots as they were before the chunk (filled = self.positions >= 0: "
+            "self.keys[:, :, filled], …), followed by the chunk.",
+            exercise="rolling_kv_cache", mistake_id="empty_slots_returned")
+    values, counts = positions.unique(return_counts=True)
+    repeated = values[counts > 1]
+    if not repeated.numel():
+        return
+    chunk = torch.arange(start, start + chunk_length)
+    read_after_write = repeated[torch.isin(repeated, chunk)]
+    if read_after_write.numel():
+        raise CheckFailure(
+            f"✘ RollingKVCache.update returned the position {int(read_after_write[0])} twice {where}: once in the "
+            "old part and once in the chunk, so the chunk's queries would attend to that key twice.\n"
+            "Idea: the old part is the slots as they were *before* the chunk is written. Read after the write, or "
+            "taken as a slice of the buffer (self.keys[:, :, :n], self.positions[:n]: a view, which the write "
+            "changes before torch.cat reads it), it already holds the chunk. Copy it before writing (.clone(), or "
+            "index with the boolean mask self.positions >= 0, which copies).",
+            exercise="rolling_kv_cache", mistake_id="old_part_read_after_write")
+    raise CheckFailure(
+        f"✘ RollingKVCache.update returned the position {int(repeated[0])} twice {where}, so the chunk's queries "
+        "would attend to that key twice.\n"
+        f"Idea: the old part holds positions before the chunk, each once; the chunk's own positions are "
+        f"self.length … self.length + L − 1, here {start} … {start + chunk_length - 1} (self.length counts every "
+        "position fed so far).",
+        exercise="rolling_kv_cache", mistake_id="position_returned_twice")
 
 
 def _filled_slots(buffer: Any, positions: Any) -> Any:
@@ -251,10 +292,10 @@ def _drive(cache_class: Callable[[int], Any]) -> Callable[..., tuple]:
         cache = cache_class(window)
         outputs: list[Any] = []
         start = 0
-        for size in chunks:
+        for number, size in enumerate(chunks, 1):
             step = slice(start, start + size)
             returned = cache.update(keys[:, :, step].clone(), values[:, :, step].clone())
-            attended = _attend(queries[:, :, step], returned, window, start)
+            attended = _attend(queries[:, :, step], returned, window, start, number)
             positions = _snapshot(cache.positions)
             outputs += [positions, _filled_slots(_snapshot(cache.keys), positions),
                         _filled_slots(_snapshot(cache.values), positions), attended]
@@ -464,6 +505,15 @@ def _reach(back: Callable[[int, int], int], *, two_sided: bool = False) -> Calla
     return field
 
 
+def _counted_in_a_byte(length: int, window: int, n_layers: int) -> Tensor:
+    """Paths counted with a matrix power in uint8 and thresholded only at the end: counts wrap mod 256."""
+    mask = reference_masks.dense_mask(reference_masks.sliding_window_mask(window), 1, 1, length, length)[0, 0].long()
+    paths = torch.eye(length, dtype=torch.long)
+    for _ in range(n_layers):
+        paths = (mask @ paths) % 256
+    return paths > 0
+
+
 def _reaches_the_future(got: Any, expected: Any) -> bool:
     if not isinstance(got, Tensor) or not isinstance(expected, Tensor) or got.shape != expected.shape:
         return False
@@ -479,9 +529,11 @@ def _receptive_cases(random: CaseRandom, hidden: bool) -> list[Case]:
             Case("S=9, W=1, N=5 layers: a window of one token never reaches another", (9, 1, 5)),
             Case("S=7, W=3, N=0 layers: before any layer each position holds only itself", (7, 3, 0)),
             Case("S=16, W=5, N=6 layers: the reach (24 back) is longer than the text", (16, 5, 6)),
+            Case("S=20, W=8, N=6 layers: up to 17136 paths lead from a key to a query", (20, 8, 6)),
         ]
     return [
         Case("S=40, W=7, N=4 layers", (40, 7, 4)),
+        Case("S=24, W=7, N=8 layers: hundreds of thousands of paths lead from a key to a query", (24, 7, 8)),
         Case("S=33, W=2, N=30 layers", (33, 2, 30)),
         Case("S=12, W=12, N=1 layer", (12, 12, 1)),
         Case("S=25, W=6, N=3 layers", (25, 6, 3)),
@@ -489,6 +541,14 @@ def _receptive_cases(random: CaseRandom, hidden: bool) -> list[Case]:
 
 
 RECEPTIVE_FIELD_MISTAKES = [
+    Mistake(
+        "zero_layers_not_identity",
+        "with 0 layers the field is one window: the layers are counted from the mask, not from the identity",
+        "with 0 layers each position holds only itself (the identity); every layer then applies the window "
+        "once, so N layers are N products starting from the identity.",
+        "reach = torch.eye(length, dtype=torch.bool); then n_layers times reach = (mask.int() @ reach.int()) > 0.",
+        output=_reach(lambda window, n_layers: max(n_layers, 1) * (window - 1)),
+    ),
     Mistake(
         "grows_by_window",
         "the reach grows by W per layer; it grows by W − 1",
@@ -518,6 +578,15 @@ RECEPTIVE_FIELD_MISTAKES = [
         "starting from the mask N − 1.",
         "reach = identity, then N times reach = (mask @ reach) > 0; or q - j <= n_layers * (window - 1).",
         output=_reach(lambda window, n_layers: max(n_layers - 1, 0) * (window - 1)),
+    ),
+    Mistake(
+        "path_counts_overflow",
+        "the number of paths is counted in a small integer type (uint8/int8) and wraps around: where it reaches "
+        "a multiple of 256 it reads 0",
+        "the product of 0/1 masks counts paths, which grow quickly with the layers; only whether a path exists "
+        "matters, so threshold after every layer (or count in int64/float).",
+        "reach = (mask.int() @ reach.int()) > 0 inside the loop, not one `> 0` after products in uint8.",
+        output=_counted_in_a_byte,
     ),
     Mistake(
         "not_causal",
