@@ -26,6 +26,23 @@ def per_parameter(model, optimizer, inputs, targets, loss_fn, *, steps, batch_pe
         optimizer.step()
 
 
+def broadcast_the_parameter(model, optimizer, inputs, targets, loss_fn, *, steps, batch_per_rank, seed):
+    """The Parameter itself broadcast in grad mode (no .data, no torch.no_grad()); rows drawn with size=."""
+    world_size = dist.get_world_size()
+    for p in model.parameters():
+        dist.broadcast(p, src=0)
+    generator = torch.Generator().manual_seed(seed + dist.get_rank())
+    for _ in range(steps):
+        rows = torch.randint(0, len(inputs), size=(batch_per_rank,), generator=generator)
+        optimizer.zero_grad()
+        loss_fn(model(inputs[rows]), targets[rows]).backward()
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(world_size)
+        optimizer.step()
+
+
 def flat_buffer(model, optimizer, inputs, targets, loss_fn, *, steps, batch_per_rank, seed):
     """One flat buffer for the weights and one for the gradients: a single collective each (as DDP's buckets)."""
     params = list(model.parameters())
@@ -133,7 +150,7 @@ def never_zeroed(model, optimizer, inputs, targets, loss_fn, *, steps, batch_per
         optimizer.step()
 
 
-CORRECT = {"data_parallel_step": [per_parameter, flat_buffer, state_dict_broadcast]}
+CORRECT = {"data_parallel_step": [per_parameter, flat_buffer, state_dict_broadcast, broadcast_the_parameter]}
 
 MISTAKES = {
     "data_parallel_step": {

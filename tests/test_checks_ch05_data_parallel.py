@@ -105,3 +105,22 @@ def test_the_mistake_simulations_differ_from_the_oracle_on_the_visible_cases() -
         differs = [not torch.allclose(dp_check._simulate(s, **knob), dp_check._reference(s), atol=1e-4)
                    for s in setups]
         assert any(differs), mistake_id
+
+
+def test_broadcasting_the_parameter_itself_passes_without_autograd_warnings() -> None:
+    """dist.broadcast(p) outside no_grad makes backward warn in every rank (c10d::broadcast_ has no autograd
+    kernel); llmcore's launcher silences it, so the learner sees only the check's verdict."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from learners_ch05_data_parallel import broadcast_the_parameter\n"
+              "from grader.checks.ch05 import check_data_parallel_step\n"
+              "check_data_parallel_step(broadcast_the_parameter)\n") % str(tests)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=tests.parent)
+    assert result.returncode == 0, result.stderr
+    assert "all 3 cases passed" in result.stdout
+    assert "autograd kernel was not registered" not in result.stderr, result.stderr

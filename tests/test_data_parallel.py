@@ -7,6 +7,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -210,3 +211,21 @@ def train_step(model):
 def test_a_stub_comes_back_as_not_implemented_naming_the_function() -> None:
     with pytest.raises(NotImplementedError, match="`train_step` is not implemented yet"):
         dp.launch(lambda rank, world_size: train_step(None), 2)
+
+
+def _broadcast_the_parameter_itself(rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    weight = nn.Parameter(torch.full((2, 3), float(rank + 1)))
+    with warnings.catch_warnings(record=True) as caught:  # keeps the filters the rank was started with
+        dist.broadcast(weight, src=0)  # in place on the Parameter, outside torch.no_grad(): a common learner spelling
+        (weight * torch.arange(6.0).view(2, 3)).sum().backward()
+    return weight.detach(), weight.grad, [str(warning.message) for warning in caught]
+
+
+def test_broadcasting_a_parameter_in_grad_mode_keeps_the_ranks_output_clean() -> None:
+    """backward after dist.broadcast(p) warns that c10d::broadcast_ has no autograd kernel; the ranks silence it,
+    and the values and gradients are those of a broadcast under torch.no_grad()."""
+    results = dp.launch(_broadcast_the_parameter_itself, 2)
+    for weight, grad, warned in results:
+        assert torch.equal(weight, torch.ones(2, 3))
+        assert torch.equal(grad, torch.arange(6.0).view(2, 3))
+        assert not [text for text in warned if "autograd kernel was not registered" in text]

@@ -35,6 +35,7 @@ import struct
 import tempfile
 import time
 import traceback
+import warnings
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
@@ -92,6 +93,11 @@ def _run_rank(worker: Callable[[int, int], Any], rank: int, world_size: int, sto
     raised_at = None  # when the worker itself raised: the earliest error among the ranks is the cause
     try:
         torch.set_num_threads(1)  # the ranks share the machine's cores; more threads only contend
+        # A collective called in place on a Parameter outside torch.no_grad() (dist.broadcast(p, src=0)) makes
+        # backward warn, once per rank, that c10d's op has no autograd kernel; the op only copies values into a
+        # leaf and the gradients are unchanged, so the warning would only bury the rank's own output.
+        warnings.filterwarnings("ignore", message=r"c10d::\w+: an autograd kernel was not registered",
+                                category=UserWarning)
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=timeout))
