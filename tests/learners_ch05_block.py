@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,6 +97,51 @@ class RMSNormL2(RMSNorm):
         return self.weight * (h / h.norm(dim=-1, keepdim=True)).to(x.dtype)
 
 
+class RMSNormAlwaysFloat32(nn.Module):
+    """Hugging Face's LlamaRMSNorm as written: every input goes to float32, float64 too."""
+
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+class RMSNormOnlyFloat16Upcast(RMSNorm):
+    def forward(self, x):
+        h = x.float() if x.dtype == torch.float16 else x
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class RMSNormZeroInit(RMSNorm):
+    """Gemma's habit: the gain starts at zero."""
+
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__(d_model, eps)
+        self.weight = nn.Parameter(torch.zeros(d_model))
+
+
+class RMSNormPromoted(nn.Module):
+    """float32 at least, via torch.promote_types (float64 stays float64), the weight applied in that dtype."""
+
+    def __init__(self, d_model, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps = eps
+
+    def forward(self, x):
+        h = x.to(torch.promote_types(x.dtype, torch.float32))
+        rms = torch.sqrt(torch.mean(torch.square(h), dim=-1, keepdim=True) + self.eps)
+        return ((h / rms) * self.weight.to(h.dtype)).to(x.dtype)
+
+
 # ---------------------------------------------------------------------------------------------------
 # SwiGLU
 # ---------------------------------------------------------------------------------------------------
@@ -162,6 +208,11 @@ class SwiGLUGelu(SwiGLU):
         return self.down_proj(F.gelu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class SwiGLUGeluTanh(SwiGLU):
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
 # ---------------------------------------------------------------------------------------------------
 # swiglu_hidden_size
 # ---------------------------------------------------------------------------------------------------
@@ -225,6 +276,29 @@ def hidden_size_round_first(d_model, multiple_of=256, multiplier=None):
 def hidden_size_no_multiplier(d_model, multiple_of=256, multiplier=None):
     hidden = int(8 * d_model / 3)
     return math.ceil(hidden / multiple_of) * multiple_of
+
+
+def hidden_size_multiplier_not_truncated(d_model, multiple_of=256, multiplier=None):
+    hidden = int(8 * d_model / 3)
+    if multiplier is not None:
+        hidden = hidden * multiplier
+    return math.ceil(hidden / multiple_of) * multiple_of
+
+
+def hidden_size_numpy_float(d_model, multiple_of=256, multiplier=None):
+    """numpy's ceil returns a numpy float: the value is right, the type is not."""
+    hidden = np.floor(8 * d_model / 3)
+    if multiplier is not None:
+        hidden = np.floor(multiplier * hidden)
+    return np.ceil(hidden / multiple_of) * multiple_of
+
+
+def hidden_size_numpy_int(d_model, multiple_of=256, multiplier=None):
+    """Correct: a numpy integer is an int."""
+    hidden = np.int64(8 * d_model) // 3
+    if multiplier is not None:
+        hidden = np.int64(multiplier * hidden)
+    return -(-hidden // multiple_of) * multiple_of
 
 
 def hidden_size_multiplier_last(d_model, multiple_of=256, multiplier=None):
@@ -372,10 +446,36 @@ def kv_cache_float16_always(config, seq_len, batch_size=1, bytes_per_value=2):
     return 2 * config.n_layers * n_kv_heads * head_dim * seq_len * batch_size * 2
 
 
+def kv_cache_none_is_one(config, seq_len, batch_size=1, bytes_per_value=2):
+    n_kv_heads = config.n_kv_heads or 1
+    head_dim = config.head_dim or config.hidden_size // config.n_heads
+    return 2 * config.n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
+
+
+def kv_cache_group_size(config, seq_len, batch_size=1, bytes_per_value=2):
+    n_kv_heads = config.n_kv_heads or config.n_heads
+    group = config.n_heads // n_kv_heads
+    head_dim = config.head_dim or config.hidden_size // config.n_heads
+    return 2 * config.n_layers * group * head_dim * seq_len * batch_size * bytes_per_value
+
+
+def kv_cache_head_dim_over_kv_heads(config, seq_len, batch_size=1, bytes_per_value=2):
+    kv = config.n_kv_heads or config.n_heads
+    head_dim = config.head_dim or config.hidden_size // kv
+    return 2 * config.n_layers * kv * head_dim * seq_len * batch_size * bytes_per_value
+
+
+def kv_cache_true_division(config, seq_len, batch_size=1, bytes_per_value=2):
+    kv = config.n_kv_heads or config.n_heads
+    head_dim = config.head_dim or config.hidden_size / config.n_heads
+    return 2 * config.n_layers * kv * head_dim * seq_len * batch_size * bytes_per_value
+
+
 CORRECT = {
-    "rms_norm": [RMSNorm, RMSNormWithNorm, RMSNormEinsum],
+    "rms_norm": [RMSNorm, RMSNormWithNorm, RMSNormEinsum, RMSNormPromoted],
     "swiglu": [SwiGLU, SwiGLUByHand, SwiGLUFused],
-    "swiglu_hidden_size": [swiglu_hidden_size, hidden_size_with_ceil, hidden_size_with_remainder],
+    "swiglu_hidden_size": [swiglu_hidden_size, hidden_size_with_ceil, hidden_size_with_remainder,
+                           hidden_size_numpy_int],
     "grouped_query_attention": [grouped_query_attention, gqa_grouped_einsum, gqa_head_loop],
     "kv_cache_memory": [kv_cache_memory, kv_cache_memory_per_token, kv_cache_memory_from_shapes],
 }
@@ -386,8 +486,11 @@ MISTAKES = {
         "eps_outside_root": RMSNormEpsOutside,
         "wrong_dim": RMSNormOverPositions,
         "weight_before_norm": RMSNormWeightFirst,
+        "downcast_to_float32": RMSNormAlwaysFloat32,
+        "bfloat16_in_half": RMSNormOnlyFloat16Upcast,
         "half_precision": RMSNormInInputDtype,
         "l2_norm": RMSNormL2,
+        "weight_zeros": RMSNormZeroInit,
     },
     "swiglu": {
         "silu_on_up": SwiGLUSiluOnUp,
@@ -395,6 +498,7 @@ MISTAKES = {
         "silu_after_product": SwiGLUSiluAfterProduct,
         "sigmoid_gate": SwiGLUSigmoid,
         "gelu_gate": SwiGLUGelu,
+        "gelu_tanh_gate": SwiGLUGeluTanh,
     },
     "swiglu_hidden_size": {
         "round_nearest": hidden_size_nearest,
@@ -404,6 +508,8 @@ MISTAKES = {
         "multiple_before_scaling": hidden_size_round_first,
         "multiplier_ignored": hidden_size_no_multiplier,
         "multiplier_after_rounding": hidden_size_multiplier_last,
+        "multiplier_not_truncated": hidden_size_multiplier_not_truncated,
+        "not_an_int": hidden_size_numpy_float,
     },
     "grouped_query_attention": {
         "repeat_not_interleave": gqa_with_repeat,
@@ -418,5 +524,9 @@ MISTAKES = {
         "batch_ignored": kv_cache_batch_ignored,
         "layers_ignored": kv_cache_one_layer,
         "bytes_ignored": kv_cache_float16_always,
+        "kv_none_as_one": kv_cache_none_is_one,
+        "group_size_as_kv_heads": kv_cache_group_size,
+        "head_dim_from_kv_heads": kv_cache_head_dim_over_kv_heads,
+        "not_an_int": kv_cache_true_division,
     },
 }

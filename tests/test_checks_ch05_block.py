@@ -25,8 +25,60 @@ def _failure(check, learner) -> CheckFailure:
 
 def test_rms_norm_in_half_precision_shows_on_the_overflow_case_with_the_reason() -> None:
     failure = _failure(check_rms_norm, learners.RMSNormInInputDtype)
-    assert failure.case_number == 3
+    assert failure.case_number == 4
     assert "float16" in str(failure) and "65,504" in str(failure)
+
+
+def test_rms_norm_copied_from_hugging_face_is_named_on_the_float64_case_visible_and_hidden() -> None:
+    # LlamaRMSNorm casts every input to float32: the float64 case whose x² overflows float32 names it in both
+    # runs, before the gradient case (where float32 arithmetic would only show as a gradient difference).
+    for hidden in (False, True):
+        with pytest.raises(CheckFailure) as info:
+            check_rms_norm(learners.RMSNormAlwaysFloat32, hidden=hidden)
+        assert info.value.mistake_id == "downcast_to_float32" and info.value.case_number == 2, str(info.value)
+
+
+@pytest.mark.parametrize("call", [
+    lambda h, eps: torch.rms_norm(h, (h.shape[-1],), None, eps),
+    lambda h, eps: torch.ops.aten.rms_norm(h, [h.shape[-1]], None, eps),
+    lambda h, eps: torch.ops.aten.rms_norm.default(h, [h.shape[-1]], None, eps),
+    lambda h, eps: torch.ops.aten._fused_rms_norm(h, [h.shape[-1]], None, eps)[0],
+], ids=["torch.rms_norm", "aten.rms_norm", "aten.rms_norm.default", "aten._fused_rms_norm"])
+def test_rms_norm_through_torch_builtins_is_refused(call) -> None:
+    class Builtin(learners.RMSNorm):
+        def forward(self, x):
+            h = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            return self.weight * call(h, self.eps).to(x.dtype)
+
+    failure = _failure(check_rms_norm, Builtin)
+    assert failure.mistake_id == "delegation", str(failure)
+
+
+def test_rms_norm_with_a_random_initial_weight_fails_on_the_as_built_case_without_blaming_dropout() -> None:
+    class RandomInit(learners.RMSNorm):
+        def __init__(self, d_model, eps=1e-6):
+            super().__init__(d_model, eps)
+            self.weight = nn.Parameter(torch.randn(d_model))
+
+    failure = _failure(check_rms_norm, RandomInit)
+    assert failure.case_number == 6 and failure.mistake_id is None
+    assert "as your class builds it (weight initialised to ones, default eps=1e-6)" in str(failure)
+
+
+def test_rms_norm_with_another_default_eps_fails_on_the_as_built_case() -> None:
+    class LlamaTwoDefault(learners.RMSNorm):
+        def __init__(self, d_model, eps=1e-5):
+            super().__init__(d_model, eps)
+
+    failure = _failure(check_rms_norm, LlamaTwoDefault)
+    assert failure.case_number == 6 and "default eps=1e-6" in str(failure)
+
+
+def test_rms_norm_leaving_bfloat16_alone_is_named_on_the_bfloat16_case_visible_and_hidden() -> None:
+    for hidden in (False, True):
+        with pytest.raises(CheckFailure) as info:
+            check_rms_norm(learners.RMSNormOnlyFloat16Upcast, hidden=hidden)
+        assert info.value.mistake_id == "bfloat16_in_half" and info.value.case_number == 5, str(info.value)
 
 
 def test_rms_norm_with_two_mistakes_names_the_one_visible_first() -> None:
@@ -73,6 +125,35 @@ def test_hidden_size_rounded_to_nearest_first_fails_on_llama_13b() -> None:
     assert "expected 13824, got 13568" in str(failure)
 
 
+def test_hidden_size_with_another_default_multiple_fails_on_the_first_case() -> None:
+    def default_64(d_model, multiple_of=64, multiplier=None):
+        return learners.swiglu_hidden_size(d_model, multiple_of, multiplier)
+
+    failure = _failure(check_swiglu_hidden_size, default_64)
+    assert failure.case_number == 1 and "multiple_of left at its default (256)" in str(failure)
+
+
+def test_hidden_size_with_the_parameters_in_another_order_fails_on_the_positional_case() -> None:
+    def swapped(d_model, multiplier=None, multiple_of=256):
+        return learners.swiglu_hidden_size(d_model, multiple_of, multiplier)
+
+    failure = _failure(check_swiglu_hidden_size, swapped)
+    assert failure.case_number == 5 and "by position" in str(failure)
+
+
+def test_hidden_size_as_a_float_shows_the_value_and_its_type() -> None:
+    message = str(_failure(check_swiglu_hidden_size, learners.hidden_size_numpy_float))
+    assert "expected 11008, got np.float64(11008.0) (a float64, not an int)" in message
+    assert "Diagnosis: the width is returned as a float (or a tensor), not an int." in message
+
+
+def test_hidden_size_as_a_tensor_is_not_an_int() -> None:
+    def as_tensor(d_model, multiple_of=256, multiplier=None):
+        return torch.tensor(learners.swiglu_hidden_size(d_model, multiple_of, multiplier))
+
+    assert _failure(check_swiglu_hidden_size, as_tensor).mistake_id == "not_an_int"
+
+
 def test_gqa_without_the_divisibility_check_says_what_happened_instead() -> None:
     message = str(_failure(check_grouped_query_attention, learners.gqa_without_check))
     assert "expected 'a ValueError raised', got 'RuntimeError:" in message
@@ -103,6 +184,14 @@ def test_gqa_returning_a_value_where_heads_do_not_divide_is_named() -> None:
     assert "got 'no error: it returned a tensor of shape [1, 8, 3, 4]'" in str(failure)
 
 
+def test_gqa_without_a_default_for_the_mask_fails_on_the_unmasked_case() -> None:
+    def mask_required(q, k, v, mask):
+        return learners.grouped_query_attention(q, k, v, mask)
+
+    failure = _failure(check_grouped_query_attention, mask_required)
+    assert failure.case_number == 3 and "mask=None by default" in str(failure)
+
+
 def test_gqa_through_the_aten_operator_is_refused() -> None:
     def aten_attention(q, k, v, mask=None):
         if q.shape[1] % k.shape[1]:
@@ -117,7 +206,7 @@ def test_gqa_through_the_aten_operator_is_refused() -> None:
 
 def test_kv_cache_with_query_heads_first_fails_on_the_gqa_model() -> None:
     failure = _failure(check_kv_cache_memory, learners.kv_cache_query_heads)
-    assert failure.case_number == 3 and "LLaMA-2-70B" in str(failure)
+    assert failure.case_number == 1 and "GLM-4-32B" in str(failure)
 
 
 def test_kv_cache_in_gib_instead_of_bytes_shows_both_numbers() -> None:
@@ -125,4 +214,21 @@ def test_kv_cache_in_gib_instead_of_bytes_shows_both_numbers() -> None:
         return learners.kv_cache_memory(config, seq_len, batch_size, bytes_per_value) / 2**30
 
     failure = _failure(check_kv_cache_memory, in_gib)
-    assert "expected 2.14748e+09, got 2" in str(failure)
+    assert "expected 511705088, got 0.4765625 (a float, not an int)" in str(failure)
+    assert failure.mistake_id is None  # the number is wrong too: "not an int" alone would not help
+
+
+def test_kv_cache_in_bits_is_not_mistaken_for_a_named_mistake() -> None:
+    def in_bits(config, seq_len, batch_size=1, bytes_per_value=2):
+        return 8 * learners.kv_cache_memory(config, seq_len, batch_size, bytes_per_value)
+
+    failure = _failure(check_kv_cache_memory, in_bits)
+    assert failure.case_number == 1 and failure.mistake_id is None, str(failure)
+
+
+def test_kv_cache_with_another_default_fails_on_the_defaults_case() -> None:
+    def float32_default(config, seq_len, batch_size=1, bytes_per_value=4):
+        return learners.kv_cache_memory(config, seq_len, batch_size, bytes_per_value)
+
+    failure = _failure(check_kv_cache_memory, float32_default)
+    assert failure.case_number == 2 and "left at their defaults" in str(failure)
