@@ -28,3 +28,25 @@ def test_float64_where_float32_is_expected_gets_its_own_advice() -> None:
     assert "expected dtype torch.float32" in message and "Python floats or numpy" in message
     message = describe_mismatch(torch.zeros(3, dtype=torch.float64), torch.zeros(3), ("output",))
     assert "keep the input's dtype" in message
+
+
+def _structure_message(learner: torch.nn.Module, reference: torch.nn.Module) -> str:
+    from grader.checks.framework import CheckFailure, load_reference_weights
+
+    try:
+        load_reference_weights("Block", learner, reference)
+    except CheckFailure as failure:
+        return str(failure)
+    raise AssertionError("a wrong structure was accepted")
+
+
+def test_a_bias_the_reference_does_not_have_is_named() -> None:
+    reference = torch.nn.Sequential(torch.nn.Linear(4, 6, bias=False))
+    message = _structure_message(torch.nn.Sequential(torch.nn.Linear(4, 6)), reference)
+    assert "`0` has a bias the exercise's layers do not" in message and "bias=False" in message
+
+
+def test_a_linear_layer_built_the_wrong_way_round_is_named() -> None:
+    reference = torch.nn.Sequential(torch.nn.Linear(4, 6))
+    message = _structure_message(torch.nn.Sequential(torch.nn.Linear(6, 4)), reference)
+    assert "maps the wrong way" in message and "nn.Linear(4, 6), not nn.Linear(6, 4)" in message

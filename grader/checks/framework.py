@@ -333,6 +333,47 @@ def _unexpected_buffers(learner_module: nn.Module, unexpected: list[str]) -> lis
     ]
 
 
+def _unexpected_biases(learner_module: nn.Module, reference_module: nn.Module, unexpected: list[str]) -> list[str]:
+    """A sentence for linear layers that carry a bias where the reference's layers are built without one."""
+    owners = []
+    for key in unexpected:
+        owner_path, _, attribute = key.rpartition(".")
+        if attribute != "bias":
+            continue
+        try:
+            learner_owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
+            reference_owner = reference_module.get_submodule(owner_path) if owner_path else reference_module
+        except AttributeError:
+            continue
+        if isinstance(learner_owner, nn.Linear) and isinstance(reference_owner, nn.Linear) and reference_owner.bias is None:
+            owners.append(f"`{owner_path or 'the module'}`")
+    if not owners:
+        return []
+    verb = "has" if len(owners) == 1 else "have"
+    return [f"{', '.join(owners)} {verb} a bias the exercise's layers do not have: "
+            "build them with nn.Linear(..., bias=False)."]
+
+
+def _transposed_linears(learner_module: nn.Module, expected: dict[str, Tensor], got: dict[str, Tensor]) -> list[str]:
+    """A sentence for each ``nn.Linear`` whose weight has the transposed shape: in and out swapped."""
+    sentences = []
+    for key in sorted(set(expected) & set(got)):
+        owner_path, _, attribute = key.rpartition(".")
+        want, have = tuple(expected[key].shape), tuple(got[key].shape)
+        if attribute != "weight" or len(want) != 2 or have != want[::-1] or want == have:
+            continue
+        try:
+            owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
+        except AttributeError:
+            continue
+        if isinstance(owner, nn.Linear):
+            sentences.append(
+                f"`{owner_path}` maps the wrong way: nn.Linear(in, out) stores its weight as [out, in], so it must be "
+                f"nn.Linear({want[1]}, {want[0]}), not nn.Linear({want[0]}, {want[1]})."
+            )
+    return sentences
+
+
 def load_reference_weights(exercise: str, learner_module: nn.Module, reference_module: nn.Module, *,
                            exercise_id: str | None = None) -> None:
     """Copy the reference's weights into the learner's module so both compute with the same numbers.
@@ -360,7 +401,9 @@ def load_reference_weights(exercise: str, learner_module: nn.Module, reference_m
         if unexpected:
             lines.append(f"    unexpected: {', '.join(unexpected)}")
         lines += [f"    wrong shape: {m}" for m in misshaped]
-        causes = _structure_problems(learner_module, missing) + _unexpected_buffers(learner_module, unexpected)
+        causes = (_structure_problems(learner_module, missing) + _unexpected_buffers(learner_module, unexpected)
+                  + _unexpected_biases(learner_module, reference_module, unexpected)
+                  + _transposed_linears(learner_module, expected, got))
         if causes:
             lines += [f"Diagnosis: {cause}" for cause in causes]
         else:

@@ -527,7 +527,8 @@ class Exercise:
                 raise CheckFailure(
                     f"✘ {self.title}: the outputs match but the gradient with respect to {name} differs on {where}:\n"
                     f"    {problem}\n"
-                    "Hint: an in-place operation or a detach() on the path changes the backward pass.",
+                    "Hint: an in-place operation or a detach() on the path changes the backward pass; if the gradients "
+                    "differ only in the last digits, a step computed in lower precision (a cast to float32) is the cause.",
                     exercise=self.id, mistake_id="wrong_gradient", case_number=number,
                 )
 
