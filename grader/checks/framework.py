@@ -297,14 +297,21 @@ def describe_inputs(names: Sequence[str], values: Sequence[Any]) -> str:
     return ", ".join(parts)
 
 
+def _owner(module: nn.Module, owner_path: str) -> nn.Module | None:
+    """The submodule at ``owner_path`` ("" = the module itself), or None where there is none."""
+    try:
+        return module.get_submodule(owner_path) if owner_path else module
+    except AttributeError:
+        return None
+
+
 def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[str]:
     """Sentences for missing parameters whose cause can be seen on the module itself."""
     sentences, without_bias = [], []
     for key in missing:
         owner_path, _, attribute = key.rpartition(".")
-        try:
-            owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
-        except AttributeError:
+        owner = _owner(learner_module, owner_path)
+        if owner is None:
             continue
         value = getattr(owner, attribute, None)
         where = f"{owner_path}.{attribute}" if owner_path else attribute
@@ -340,11 +347,7 @@ def _unexpected_biases(learner_module: nn.Module, reference_module: nn.Module, u
         owner_path, _, attribute = key.rpartition(".")
         if attribute != "bias":
             continue
-        try:
-            learner_owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
-            reference_owner = reference_module.get_submodule(owner_path) if owner_path else reference_module
-        except AttributeError:
-            continue
+        learner_owner, reference_owner = _owner(learner_module, owner_path), _owner(reference_module, owner_path)
         if isinstance(learner_owner, nn.Linear) and isinstance(reference_owner, nn.Linear) and reference_owner.bias is None:
             owners.append(f"`{owner_path or 'the module'}`")
     if not owners:
@@ -362,11 +365,7 @@ def _transposed_linears(learner_module: nn.Module, expected: dict[str, Tensor], 
         want, have = tuple(expected[key].shape), tuple(got[key].shape)
         if attribute != "weight" or len(want) != 2 or have != want[::-1] or want == have:
             continue
-        try:
-            owner = learner_module.get_submodule(owner_path) if owner_path else learner_module
-        except AttributeError:
-            continue
-        if isinstance(owner, nn.Linear):
+        if isinstance(_owner(learner_module, owner_path), nn.Linear):
             sentences.append(
                 f"`{owner_path}` maps the wrong way: nn.Linear(in, out) stores its weight as [out, in], so it must be "
                 f"nn.Linear({want[1]}, {want[0]}), not nn.Linear({want[0]}, {want[1]})."
