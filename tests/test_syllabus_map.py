@@ -85,6 +85,21 @@ def test_the_llama_recipe_is_mapped_and_its_exercises_are_graded() -> None:
     assert {SYLLABUS_MAP[c]["notebook"].split("/")[0] for c in LLAMA_RECIPE} == {"ch05_llama_family"}
 
 
+OPEN_MODELS = {"L07", "L09", "L10", "L11", "L12", "L13", "L16", "L17"}
+
+
+def test_the_open_models_on_the_recipe_are_mapped_and_their_exercises_are_graded() -> None:
+    concepts = _syllabus_ids("L")
+    assert OPEN_MODELS <= set(concepts)
+    missing = sorted(OPEN_MODELS - set(SYLLABUS_MAP))
+    assert not missing, f"SYLLABUS ids not mapped in course/syllabus.json: {missing}"
+    ungraded = sorted(c for c in OPEN_MODELS if concepts[c] and not (SYLLABUS_MAP[c]["grade_ids"] and SYLLABUS_MAP[c]["check"]))
+    assert not ungraded, f"[E] concepts of Qwen, GLM, Baichuan and the data pipeline without grade_ids or checks: {ungraded}"
+    notebooks = {SYLLABUS_MAP[c]["notebook"] for c in OPEN_MODELS}
+    assert {n.split("/")[0] for n in notebooks} == {"ch05_llama_family"}
+    assert not notebooks & {SYLLABUS_MAP[c]["notebook"] for c in LLAMA_RECIPE}, "the open models continue the chapter in notebooks of their own"
+
+
 def test_course_readme_lists_every_mapped_concept() -> None:
     readme = (REPO / "course" / "README.md").read_text(encoding="utf-8")
     for concept, entry in SYLLABUS_MAP.items():
