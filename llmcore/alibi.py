@@ -33,7 +33,9 @@ def alibi_slopes(n_heads: int) -> Tensor:
 
 
 def alibi_bias(slopes: Tensor, query_length: int, key_length: int, *, q_offset: int = 0) -> Tensor:
-    """``bias[0, h, q, kv] = −slopes[h] · (q + q_offset − kv)`` for the past (kv ≤ q), float32.
+    """``bias[0, h, q, kv] = −slopes[h] · (q + q_offset − kv)`` for the past (kv ≤ q).
+
+    Computed in float32, or in float64 when ``slopes`` are float64 (so that float64 checks stay exact).
 
     Future keys get positive values, but the causal mask removes them. Only the distance
     matters, so left padding needs no position bookkeeping: adding a constant to a whole row leaves
@@ -41,5 +43,6 @@ def alibi_bias(slopes: Tensor, query_length: int, key_length: int, *, q_offset: 
     """
     q_positions = torch.arange(query_length, device=slopes.device).unsqueeze(1) + q_offset
     kv_positions = torch.arange(key_length, device=slopes.device).unsqueeze(0)
-    distance = (kv_positions - q_positions).float()
-    return (slopes.float().view(-1, 1, 1) * distance).unsqueeze(0)
+    dtype = torch.float64 if slopes.dtype == torch.float64 else torch.float32
+    distance = (kv_positions - q_positions).to(dtype)
+    return (slopes.to(dtype).view(-1, 1, 1) * distance).unsqueeze(0)
