@@ -21,6 +21,7 @@ Figure 2 of the paper, ``x₁ … x₆`` with spans ``[x₃]`` and ``[x₅, x₆
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from .. import masks
 
-__all__ = ["BlankInfillingExample", "blank_infilling"]
+__all__ = ["BlankInfillingExample", "blank_infilling", "glm_span_length_probabilities", "sample_glm_spans"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,58 @@ def blank_infilling(
         block_position_ids=torch.tensor(blocks, dtype=torch.long),
         part_a_length=len(part_a),
     )
+
+
+def glm_span_length_probabilities(poisson_lambda: float = 3.0, max_length: int = 39) -> Tensor:
+    """``[max_length]`` float64: the probability of a span of length ``1 … max_length``.
+
+    GLM draws span lengths from a Poisson distribution with ``λ = 3`` restricted to ``1 … 39`` and
+    renormalised (Du et al., 2022, §2.1, following BART; THUDM/GLM ``blocklm_utils.py``,
+    ``poisson(3, 40)``). Entry ``k − 1`` is ``λᵏ e^{−λ} / k!`` divided by the sum over ``1 … max_length``.
+    """
+    if poisson_lambda <= 0 or max_length < 1:
+        raise ValueError(f"glm_span_length_probabilities: need λ > 0 and max_length >= 1, got {poisson_lambda}, {max_length}")
+    k = torch.arange(1, max_length + 1, dtype=torch.float64)
+    log_pmf = k * math.log(poisson_lambda) - poisson_lambda - torch.lgamma(k + 1)
+    pmf = log_pmf.exp()
+    return pmf / pmf.sum()
+
+
+def sample_glm_spans(
+    length: int,
+    generator: torch.Generator | None = None,
+    *,
+    mask_ratio: float = 0.15,
+    poisson_lambda: float = 3.0,
+    max_span_length: int = 39,
+) -> list[tuple[int, int]]:
+    """GLM's spans for a text of ``length`` tokens: ``round(mask_ratio · length)`` tokens (at least 1) blanked.
+
+    Draw order (fixed, so one generator gives one result): span lengths ~ truncated Poisson(λ)
+    (:func:`glm_span_length_probabilities`) with ``torch.multinomial`` until they cover the budget, the
+    last one cut to fit; then the spans, in the drawn order, are spread over the text by a
+    ``torch.randperm`` of the ``length − budget + 1`` gaps between the kept tokens (the first ``n``
+    gaps, sorted). Spans never overlap, and at least one kept token separates two of them (unless the
+    text has fewer gaps than spans, where they touch). Returns half-open ``(start, end)`` pairs
+    sorted by ``start``, ready for :func:`blank_infilling`.
+    """
+    if length < 1:
+        raise ValueError(f"sample_glm_spans: length must be >= 1, got {length}")
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"sample_glm_spans: mask_ratio must be in (0, 1), got {mask_ratio}")
+    budget = max(1, round(mask_ratio * length))
+    probabilities = glm_span_length_probabilities(poisson_lambda, max_span_length)
+    lengths: list[int] = []
+    while sum(lengths) < budget:
+        drawn = int(torch.multinomial(probabilities, 1, generator=generator)) + 1
+        lengths.append(min(drawn, budget - sum(lengths)))
+    kept = length - budget
+    gaps = sorted(torch.randperm(kept + 1, generator=generator)[: len(lengths)].tolist())
+    if len(gaps) < len(lengths):  # more spans than gaps (a tiny text): the spans touch
+        gaps += [gaps[-1]] * (len(lengths) - len(gaps))
+    spans, covered = [], 0
+    for gap, span_length in zip(gaps, lengths):
+        start = gap + covered  # `gap` kept tokens precede this span, plus every blanked token before it
+        spans.append((start, start + span_length))
+        covered += span_length
+    return spans
