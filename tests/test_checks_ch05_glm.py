@@ -1,0 +1,102 @@
+"""Special cases of notebook 06_glm_chatglm's checks that the contract tests do not cover: the order
+test of blank infilling (a generator ignored, a biased shuffle, the p-value) and messages."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from scipy import stats
+
+from grader.checks.ch05 import check_deepnorm_residual, check_glm_attention_mask, check_glm_blank_infilling
+from grader.checks.ch05.glm import chi_square_p_value
+from grader.checks.framework import CheckFailure
+from learners_ch05_glm import _infilling_with, glm_mask_chatglm_inverted, infilling_lists
+
+
+def test_chi_square_p_value_matches_scipy():
+    for counts in ([30, 30, 30, 30, 30, 30], [41, 22, 30, 35, 27, 25], [180, 0, 0, 0, 0, 0], [5, 9, 1]):
+        statistic, p = chi_square_p_value(counts)
+        expected = stats.chisquare(counts)
+        assert statistic == pytest.approx(expected.statistic, rel=1e-12)
+        assert p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+
+
+def _python_random_order(tokens, spans, mask_id, start_id, end_id, generator):
+    """Shuffles with Python's random module: every case passes, but a seed does not reproduce an example."""
+    order = list(range(len(spans)))
+    random.shuffle(order)
+    return _ordered(tokens, spans, mask_id, start_id, end_id, order)
+
+
+def _ordered(tokens, spans, mask_id, start_id, end_id, order):
+    """Blank infilling with the Part B order given."""
+    ids = tokens.tolist()
+    part_a, mask_at, cursor = [], [], 0
+    for start, end in spans:
+        part_a += ids[cursor:start]
+        mask_at.append(len(part_a))
+        part_a.append(mask_id)
+        cursor = end
+    part_a += ids[cursor:]
+    inputs, targets = list(part_a), [-100] * len(part_a)
+    positions, blocks = list(range(len(part_a))), [0] * len(part_a)
+    for number in order:
+        start, end = spans[number]
+        span = ids[start:end]
+        inputs += [start_id, *span]
+        targets += [*span, end_id]
+        positions += [mask_at[number]] * (len(span) + 1)
+        blocks += list(range(1, len(span) + 2))
+    return (torch.tensor(inputs), torch.tensor(targets), torch.tensor(positions), torch.tensor(blocks), len(part_a))
+
+
+def test_a_shuffle_that_ignores_the_generator_is_named():
+    random.seed(0)
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(_python_random_order)
+    assert info.value.mistake_id == "ignores_generator"
+    assert "every case is right" in str(info.value)
+    assert "Diagnosis: two calls with generators seeded alike give different Part B orders." in str(info.value)
+
+
+def test_a_biased_shuffle_fails_the_order_test_without_a_wrong_diagnosis():
+    def swap_first_two_only(tokens, spans, mask_id, start_id, end_id, generator):
+        order = list(range(len(spans)))
+        if len(order) > 1 and torch.rand(1, generator=generator).item() < 0.5:
+            order[0], order[1] = order[1], order[0]
+        return _ordered(tokens, spans, mask_id, start_id, end_id, order)
+
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(swap_first_two_only)
+    message = str(info.value)
+    assert "not uniformly random" in message and "chi-square" in message
+    assert info.value.mistake_id is None and "Diagnosis" not in message
+
+
+def test_the_text_order_reports_the_counts():
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(lambda *args: _infilling_with(*args, shuffle=False))
+    assert "[0, 1, 2]: 180" in str(info.value)
+
+
+def test_the_order_is_read_from_part_b_so_any_permutation_passes_the_cases(capsys):
+    check_glm_blank_infilling(infilling_lists, hidden=True)
+    assert "all 3 cases passed" in capsys.readouterr().out
+
+
+def test_inverted_mask_message_names_chatglm_convention():
+    with pytest.raises(CheckFailure) as info:
+        check_glm_attention_mask(glm_mask_chatglm_inverted)
+    assert "ChatGLM-6B's own convention" in str(info.value)
+    assert "case 1 of 3" in str(info.value)
+
+
+def test_deepnorm_wrong_shape_sublayer_use_is_reported_with_inputs():
+    def returns_the_norm_only(x, sublayer, norm, n_layers):
+        return norm(x)[..., :-1]
+
+    with pytest.raises(CheckFailure) as info:
+        check_deepnorm_residual(returns_the_norm_only)
+    assert "expected shape (2, 3, 8), got (2, 3, 7)" in str(info.value)
