@@ -22,10 +22,19 @@ __all__ = ["CausalLM", "NormHead"]
 
 
 class NormHead(nn.Linear):
-    """Baichuan 2's output layer: each vocabulary row is normalised to unit length before the product.
+    """Baichuan 2's output layer (归一化输出层): each vocabulary row is normalised to unit length before the product.
 
-    Normalising the rows stops rare tokens' embeddings from growing large and keeps the logits of
-    the early training steps stable (Baichuan 2 report, §2.5).
+    ``weight [V, d]``; ``forward(x [..., d]) -> [..., V]`` is ``x @ F.normalize(weight, dim=-1)ᵀ``: each
+    row divided by ``max(‖row‖, 1e-12)``, so an all-zero row gives logits 0. Normalising the rows stops
+    rare tokens' embeddings from growing large and keeps the logits of the early training steps
+    stable (Baichuan 2 report, §2.5).
+
+    Convention: the rows are normalised on every forward, in training and in evaluation, and the
+    stored weight is never changed. Baichuan's released ``modeling_baichuan.py`` does the same in
+    training, but on the first forward in eval mode it *overwrites* ``weight`` with its normalised
+    copy and from then on uses it as stored; the logits are the same until someone changes the
+    weight while the module stays in eval mode (a loaded checkpoint, an edit), which that code
+    then uses unnormalised.
     """
 
     def forward(self, x: Tensor) -> Tensor:

@@ -537,24 +537,26 @@ def _padding_mask(lengths: list[int], length: int) -> Tensor:
 
 def _max_z_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     # Logits with a spread of a few units, as a trained model's: the largest one and log Σ exp differ clearly.
+    # Most cases pass a large weight, so that the comparison is sharp and a wrong default (checked by the case
+    # that omits it) does not hide another mistake.
     if not hidden:
         return [
-            Case("logits [B=2, L=3, V=11], float32, the default weight", (random.tensor((2, 3, 11), scale=3.0),)),
-            Case("logits [B=2, L=5, V=7], float64, weight=1e-3, padding: row lengths 3 and 5, gradients",
-                 (random.tensor((2, 5, 7), torch.float64, scale=3.0), 1e-3),
+            Case("logits [B=2, L=3, V=11], float32, weight=0.5", (random.tensor((2, 3, 11), scale=3.0), 0.5)),
+            Case("logits [B=2, L=5, V=7], float64, weight=0.25, padding: row lengths 3 and 5, gradients",
+                 (random.tensor((2, 5, 7), torch.float64, scale=3.0), 0.25),
                  {"mask": _padding_mask([3, 5], 5)}, check_gradients=True),
-            Case("logits [N=4, V=13] (no batch dim), float32, weight=2e-4, no mask",
-                 (random.tensor((4, 13), scale=3.0, shift=-2.0), 2e-4)),
-            Case("logits [B=1, L=3, V=6], float32, weight=2e-4, every position padding (the loss is 0)",
-                 (random.tensor((1, 3, 6), scale=3.0), 2e-4), {"mask": torch.zeros(1, 3, dtype=torch.bool)}),
+            Case("logits [N=4, V=13] (no batch dim), float32, the default weight",
+                 (random.tensor((4, 13), scale=3.0, shift=-2.0),)),
+            Case("logits [B=1, L=3, V=6], float32, weight=1.0, every position padding (the loss is 0)",
+                 (random.tensor((1, 3, 6), scale=3.0), 1.0), {"mask": torch.zeros(1, 3, dtype=torch.bool)}),
         ]
     return [
-        Case("logits [B=3, L=6, V=500], float32, the default weight, padding: row lengths 6, 2 and 4",
-             (random.tensor((3, 6, 500), scale=4.0),), {"mask": _padding_mask([6, 2, 4], 6)}),
-        Case("logits [B=2, L=9, V=31], float64, weight=5e-4, gradients",
-             (random.tensor((2, 9, 31), torch.float64, scale=2.0, shift=1.0), 5e-4), check_gradients=True),
-        Case("logits [B=2, L=1, V=5], float32, weight=2e-4, mask of ones",
-             (random.tensor((2, 1, 5), scale=3.0), 2e-4), {"mask": torch.ones(2, 1, dtype=torch.bool)}),
+        Case("logits [B=3, L=6, V=500], float32, weight=0.1, padding: row lengths 6, 2 and 4",
+             (random.tensor((3, 6, 500), scale=4.0), 0.1), {"mask": _padding_mask([6, 2, 4], 6)}),
+        Case("logits [B=2, L=9, V=31], float64, weight=1.0, gradients",
+             (random.tensor((2, 9, 31), torch.float64, scale=2.0, shift=1.0), 1.0), check_gradients=True),
+        Case("logits [B=2, L=1, V=5], float32, the default weight, mask of ones",
+             (random.tensor((2, 1, 5), scale=3.0),), {"mask": torch.ones(2, 1, dtype=torch.bool)}),
     ]
 
 
