@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .long_context import qwen_ntk_alpha, qwen_ntk_base
+
 __all__ = ["RopeScaling", "rope_inverse_frequencies", "qwen_ntk_alpha", "yarn_attention_factor", "rotate_half", "rotate_interleaved", "apply_rotary", "RotaryEmbedding", "Rotary2D"]
 
 SCALING_TYPES = ("linear", "ntk", "dynamic", "llama3", "yarn", "qwen_dynamic")
@@ -104,15 +106,6 @@ def yarn_attention_factor(factor: float) -> float:
     the softmax is sharpened back after the interpolated pairs blurred it.
     """
     return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
-
-
-def qwen_ntk_alpha(length: int, trained_length: int) -> int:
-    """Qwen-1's dynamic NTK factor for a sequence of ``length`` tokens (``get_ntk_alpha`` in its code).
-
-    ``α = max(2^⌈log₂(L/L₀) + 1⌉ − 1, 1)``: 1 up to ``L₀``, then 3 up to ``2L₀``, 7 up to ``4L₀`` …
-    """
-    context_value = math.log(length / trained_length, 2) + 1
-    return max(2 ** math.ceil(context_value) - 1, 1)
 
 
 def _llama3_frequencies(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
@@ -204,10 +197,9 @@ class RotaryEmbedding(nn.Module):
         scaling = self.scaling
         if scaling is not None and scaling.type == "qwen_dynamic":
             assert scaling.original_max_positions is not None
-            alpha = qwen_ntk_alpha(length, scaling.original_max_positions)
+            alpha, base = qwen_ntk_base(length, scaling.original_max_positions, self.rotary_dim, self.base)
             if alpha == 1:
                 return self.inv_freq
-            base = self.base * alpha ** (self.rotary_dim / (self.rotary_dim - 2))
             return rope_inverse_frequencies(self.rotary_dim, base).to(self.inv_freq.device)
         if scaling is None or scaling.type != "dynamic" or length <= (scaling.original_max_positions or 0):
             return self.inv_freq

@@ -8,7 +8,6 @@ the residual stream with whichever absolute position scheme the config names, an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from ..attention import MultiHeadAttention
 from ..cache import CrossAttentionCache, LayerKVCache
 from ..embeddings import shrink_embedding_gradient
 from ..ffn import FeedForward, GatedFeedForward, optional_dropout
+from ..long_context import logn_scale
 from ..norms import LayerNorm, RMSNorm
 from ..positions import sinusoidal_position_encoding
 from ..rope import Rotary2D, RotaryEmbedding
@@ -286,11 +286,7 @@ class RelativePositions(nn.Module):
             query_length = position_ids.shape[1]
             context.bias = alibi_bias(self.slopes, query_length, key_length, q_offset=key_length - query_length).to(dtype)
         if self.config.logn_trained_length is not None:
-            one_based = (position_ids + 1).float()
-            trained = self.config.logn_trained_length
-            context.query_scale = torch.where(
-                one_based > trained, torch.log(one_based) / math.log(trained), torch.ones_like(one_based)
-            )
+            context.query_scale = logn_scale(position_ids, self.config.logn_trained_length)
         return context
 
 
