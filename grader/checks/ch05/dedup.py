@@ -1,1 +1,611 @@
-__all__: list[str] = []
+"""Exercises of notebook 08_data_dedup_and_vocabulary (SYLLABUS L17): exact deduplication after
+normalisation, the MinHash signature, LSH banding into candidate pairs, and verified near-duplicates.
+
+The learner's functions return Python lists (indices, pairs); each is turned into an int64 tensor
+(``adapt``) so that a difference is reported as "first difference at index …". Every mistake is the
+reference with one knob turned (a ``*_variant`` below), except the ones recognised by their symptom.
+"""
+
+from __future__ import annotations
+
+import numbers
+import unicodedata
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from llmcore.data import dedup as reference_dedup
+from llmcore.data.dedup import MERSENNE_PRIME_31
+
+from ..cases import CaseRandom
+from ..framework import Case, CheckFailure, Mistake
+from ..spec import Exercise, register
+
+__all__ = [
+    "EXACT_DEDUP",
+    "MINHASH_SIGNATURE",
+    "LSH_CANDIDATE_PAIRS",
+    "NEAR_DUPLICATE_PAIRS",
+    "check_exact_dedup",
+    "check_minhash_signature",
+    "check_lsh_candidate_pairs",
+    "check_near_duplicate_pairs",
+]
+
+P = MERSENNE_PRIME_31
+
+
+def _as_indices(value: Any) -> Any:
+    """A list of indices as a 1-D int64 tensor; anything else unchanged, for the message."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        return torch.tensor([int(v) for v in value], dtype=torch.int64)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact dedup after normalisation
+# --------------------------------------------------------------------------------------------------
+
+
+def _normalised(text: str, *, form: str | None = "NFKC", casefold: bool = True, lower: bool = False,
+                whitespace: str = "collapse") -> str:
+    if form is not None:
+        text = unicodedata.normalize(form, text)
+    if lower:
+        text = text.lower()
+    elif casefold:
+        text = text.casefold()
+    if whitespace == "collapse":
+        return " ".join(text.split())
+    if whitespace == "strip":
+        return text.strip()
+    return "".join(text.split())
+
+
+def _dedup_variant(documents: Sequence[str], casefold: bool = True, *, keep: str = "first",
+                   force_casefold: bool | None = None, **normalisation: Any) -> Tensor:
+    fold = casefold if force_casefold is None else force_casefold
+    groups: dict[str, list[int]] = {}
+    for index, document in enumerate(documents):
+        groups.setdefault(_normalised(document, casefold=fold, **normalisation), []).append(index)
+    chosen = [members[0] if keep == "first" else members[-1] for members in groups.values()]
+    return torch.tensor(sorted(chosen), dtype=torch.int64)
+
+
+def _dedup_reference(documents: Sequence[str], casefold: bool = True) -> Tensor:
+    return torch.tensor(reference_dedup.exact_dedup(documents, casefold), dtype=torch.int64)
+
+
+def _dedup(**knobs: Any) -> Callable[..., Tensor]:
+    return lambda documents, casefold=True: _dedup_variant(documents, casefold, **knobs)
+
+
+def _same_indices_other_order(got: Any, expected: Any) -> bool:
+    return (isinstance(got, Tensor) and isinstance(expected, Tensor) and got.shape == expected.shape
+            and bool((got.sort().values == expected.sort().values).all()) and not bool((got == expected).all()))
+
+
+def _adapt_dedup(learner: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda documents, casefold=True: _as_indices(learner(documents, casefold))
+
+
+_WORDS = ["river", "lantern", "orchid", "meadow", "copper", "harbor", "willow", "thunder", "pebble", "saffron",
+          "小船", "月光", "山谷", "灯笼", "星星", "竹林"]
+_FULL_WIDTH = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
+
+
+def _sentence(random: CaseRandom, words: int) -> str:
+    picks = random.ids(len(_WORDS), (words,)).tolist()
+    return " ".join(_WORDS[i] for i in picks) + f" {int(random.ids(1000, (1,)))}"
+
+
+def _full_width(text: str) -> str:
+    return "".join(_FULL_WIDTH.get(c, c) for c in text)
+
+
+def _dedup_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    a, b, c, d = (_sentence(random, 4) for _ in range(4))
+    cases = [
+        Case("full-width ＡＢＣ/１２３ and a composed vs decomposed é (NFKC); casefold=True",
+             ([a, _full_width(a), "Caf\u00e9 " + b, "Cafe\u0301 " + b, c, "ﬁne " + d, "fine " + d],),
+             {"casefold": True}),
+        Case("doubled spaces, a tab, a newline, an ideographic space U+3000, a whitespace-only document; "
+             "casefold=True",
+             ([a, "  " + a.replace(" ", "  ") + "\n", b, b.replace(" ", "\t", 1), b.replace(" ", "\u3000"), "",
+               " \n ", "ab cd " + c, "abcd " + c],),
+             {"casefold": True}),
+        Case("letter case: 'Zeta'/'ZETA', 'Straße'/'STRASSE' (casefold maps ß to ss); casefold=True",
+             ([a, a.upper(), "Straße " + b, "STRASSE " + b, "zeta " + c, "Zeta " + c],),
+             {"casefold": True}),
+        Case("casefold=False: documents that differ only in case are all kept",
+             ([a, a.upper(), b, "  " + b, b.title(), _full_width(b)],),
+             {"casefold": False}),
+        Case("later exact copies: the first occurrence is kept and the order preserved",
+             ([c, a, b, a, d, c, b, b, "x " + a],), {"casefold": True}),
+        Case("no documents", ([],), {"casefold": True}),
+    ]
+    if hidden:
+        documents = []
+        for _ in range(40):
+            pick = int(random.ids(6, (1,)))
+            base = _sentence(random, 3 + pick)
+            variant = [base, base.upper(), _full_width(base), " " + base.replace(" ", "   ") + " ", base, base.title()]
+            documents.append(variant[int(random.ids(6, (1,)))] if documents and pick < 4 else base)
+            if pick < 3 and len(documents) > 1:
+                documents.append(documents[int(random.ids(len(documents), (1,)))])
+        cases += [Case(f"{len(documents)} documents with random variants; casefold={fold}", (documents,),
+                       {"casefold": fold}) for fold in (True, False)]
+    return cases
+
+
+EXACT_DEDUP = register(Exercise(
+    id="exact_dedup",
+    title="exact_dedup",
+    syllabus=("L17",),
+    reference=_dedup_reference,
+    adapt=_adapt_dedup,
+    cases=_dedup_cases,
+    mistakes=[
+        Mistake("no_nfkc", "the text is not NFKC-normalised: full-width ＡＢＣ１２３ stays apart from ABC123",
+                "Unicode has several spellings of the same text (full-width forms, ligatures, composed and "
+                "decomposed accents); NFKC maps them to one before anything is compared.",
+                "text = unicodedata.normalize('NFKC', text) first.",
+                output=_dedup(form=None)),
+        Mistake("nfc_not_nfkc", "NFC is used instead of NFKC: full-width forms and ligatures (ﬁ) are kept apart",
+                "NFC only composes accents; the K (compatibility) forms fold full-width letters and digits, "
+                "ligatures and the ideographic space into the ordinary ones.",
+                "unicodedata.normalize('NFKC', text), with the K.",
+                output=_dedup(form="NFC")),
+        Mistake("whitespace_not_collapsed", "whitespace is only stripped at the ends: runs inside are not collapsed",
+                "two spaces, a tab or a newline inside a document must compare equal to one space.",
+                "' '.join(text.split()) collapses every run of whitespace and strips the ends.",
+                output=_dedup(whitespace="strip")),
+        Mistake("whitespace_removed", "all whitespace is removed, so 'ab cd' and 'abcd' become the same document",
+                "collapse whitespace to one space; removing it joins words that were apart.",
+                "' '.join(text.split()), not ''.join(text.split()).",
+                output=_dedup(whitespace="remove")),
+        Mistake("case_not_folded", "case is not folded although casefold=True",
+                "with casefold=True, 'ZETA' and 'zeta' are the same document.",
+                "if casefold: text = text.casefold()",
+                output=_dedup(force_casefold=False)),
+        Mistake("case_folded_when_not_asked", "case is folded although casefold=False",
+                "casefold=False declares that case matters (code, names): leave it as it is.",
+                "fold only inside `if casefold:`.",
+                output=_dedup(force_casefold=True)),
+        Mistake("lower_not_casefold", "str.lower() is used instead of str.casefold(): 'Straße' and 'STRASSE' stay apart",
+                "casefold is the Unicode case folding meant for comparison: it also maps ß to ss (and ﬀ, ς …); "
+                "lower() does not.",
+                "text.casefold(), not text.lower().",
+                output=_dedup(lower=True)),
+        Mistake("keeps_last", "the last occurrence of each duplicate group is kept instead of the first",
+                "the first occurrence stays, the later copies go.",
+                "remember what was seen; keep a document only if its key is not in the seen set yet.",
+                output=_dedup(keep="last")),
+        Mistake("order_lost", "the right documents are kept but the indices are not in increasing order",
+                "return the kept indices in the order of the documents: a set or a dict keyed by hash loses it.",
+                "append each kept index in the loop over enumerate(documents), or return sorted(kept).",
+                detect=_same_indices_other_order),
+    ],
+    forbidden={reference_dedup.exact_dedup: "llmcore.data.dedup.exact_dedup",
+               reference_dedup.normalize_text: "llmcore.data.dedup.normalize_text",
+               reference_dedup.document_hash: "llmcore.data.dedup.document_hash"},
+    delegation=lambda documents, casefold=True: reference_dedup.exact_dedup(documents, casefold),
+    output_names=("kept indices",),
+    fallback_hint="key = ' '.join(unicodedata.normalize('NFKC', text).casefold().split()) (casefold only if asked); "
+                  "keep index i when its key (or its sha1) has not been seen; return the indices in order.",
+))
+check_exact_dedup = EXACT_DEDUP.check
+
+
+# --------------------------------------------------------------------------------------------------
+# The MinHash signature
+# --------------------------------------------------------------------------------------------------
+
+
+def _signature_variant(hashes: Tensor, a: Tensor, b: Tensor, *, reduce: str = "min", modulo: str = "before",
+                       one_permutation: bool = False, swap_ab: bool = False, offset: bool = True,
+                       empty: str = "p", floating: bool = False) -> Tensor:
+    if one_permutation:
+        a, b = a[:1].expand_as(a), b[:1].expand_as(b)
+    if swap_ab:
+        a, b = b, a
+    if hashes.numel() == 0:
+        return torch.full(a.shape, P if empty == "p" else 0, dtype=torch.int64)
+    if floating:
+        products = a[:, None].double() * hashes[None, :].double() + (b[:, None].double() if offset else 0)
+        permuted = torch.fmod(products, float(P)).long()
+    else:
+        permuted = a[:, None] * hashes[None, :] + (b[:, None] if offset else 0)
+        if modulo == "before":
+            permuted = permuted % P
+    best = permuted.amin(dim=1) if reduce == "min" else permuted.amax(dim=1)
+    return best % P if modulo == "after" else best
+
+
+def _signature(**knobs: Any) -> Callable[..., Tensor]:
+    return lambda hashes, a, b: _signature_variant(hashes, a, b, **knobs)
+
+
+def _entries_reach_p(got: Any, expected: Any) -> bool:
+    return (isinstance(got, Tensor) and isinstance(expected, Tensor) and got.shape == expected.shape
+            and bool(((got >= P) & (expected < P)).any()))
+
+
+def _adapt_signature(learner: Callable[..., Any]) -> Callable[..., Any]:
+    def adapted(hashes: Tensor, a: Tensor, b: Tensor) -> Any:
+        signature = learner(hashes, a, b)
+        if isinstance(signature, Tensor) and signature.dtype != torch.int64:
+            raise CheckFailure(
+                f"✘ minhash_signature must return an int64 tensor, got {signature.dtype}: the values reach 2³¹ − 2, "
+                "and a float32 cannot hold them exactly.\nHint: compute with the int64 inputs as they are "
+                "(a·h < 2⁶³ fits), and start an empty-set result with torch.full(..., p, dtype=torch.int64).",
+                exercise="minhash_signature", mistake_id="not_int64")
+        return signature
+    return adapted
+
+
+def _hashes(random: CaseRandom, n: int) -> Tensor:
+    return torch.randint(0, 2**32, (n,), generator=random.generator, dtype=torch.int64)
+
+
+def _permutations(random: CaseRandom, k: int) -> tuple[Tensor, Tensor]:
+    return reference_dedup.minhash_permutations(k, random.generator)
+
+
+def _signature_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    a, b = _permutations(random, 16)
+    large = torch.tensor([2**32 - 1, 2**32 - 2, 2**31, 1, 0], dtype=torch.int64)
+    a_large = torch.tensor([P - 1, P - 2, 2**30, 1, 7, P - 3, 3], dtype=torch.int64)
+    b_large = torch.tensor([P - 1, 0, P - 5, 12345, 1, 2**30, P - 2], dtype=torch.int64)
+    cases = [
+        Case("hashes [n=9], a and b [k=16]", (_hashes(random, 9), a, b)),
+        Case("one shingle: hashes [n=1], k=7", (_hashes(random, 1), *_permutations(random, 7))),
+        Case("the largest values: hashes up to 2³² − 1 and a up to p − 1 (a·h + b stays below 2⁶³), k=7",
+             (large, a_large, b_large)),
+        Case("a repeated hash: hashes [n=6] with duplicates, k=5",
+             (torch.cat([_hashes(random, 3)] * 2), *_permutations(random, 5))),
+        Case("the empty set: hashes [n=0], k=11 (every entry is p = 2³¹ − 1)",
+             (torch.empty(0, dtype=torch.int64), *_permutations(random, 11))),
+    ]
+    if hidden:
+        cases += [Case("hashes [n=300], k=128", (_hashes(random, 300), *_permutations(random, 128))),
+                  Case("hashes [n=0], k=3", (torch.empty(0, dtype=torch.int64), *_permutations(random, 3)))]
+    return cases
+
+
+MINHASH_SIGNATURE = register(Exercise(
+    id="minhash_signature",
+    title="minhash_signature",
+    syllabus=("L17",),
+    reference=reference_dedup.minhash_signature,
+    adapt=_adapt_signature,
+    cases=_signature_cases,
+    mistakes=[
+        Mistake("one_permutation", "the same permutation (a[0], b[0]) is used for every entry of the signature",
+                "each entry i has its own random permutation h ↦ (a[i]·h + b[i]) mod p; k entries are k independent "
+                "minima, which is what makes the fraction of equal entries estimate the Jaccard similarity.",
+                "broadcast: (a[:, None] * hashes[None, :] + b[:, None]) % p is [k, n], then the min over n.",
+                output=_signature(one_permutation=True)),
+        Mistake("max_not_min", "the maximum is taken instead of the minimum",
+                "MinHash keeps the smallest permuted value of the set (the first element under the permutation).",
+                ".amin(dim=1) (or .min(dim=1).values), not the max.",
+                output=_signature(reduce="max")),
+        Mistake("mod_forgotten", "the mod p is forgotten: entries reach p or more, which (a·h + b) mod p never does",
+                "a permutation of [0, p) needs the mod; without it a·h + b is mostly above p, and the minimum "
+                "simply follows the smallest hash (or stays at the starting value p).",
+                "((a[:, None] * hashes[None, :] + b[:, None]) % p).",
+                detect=_entries_reach_p),
+        Mistake("mod_after_min", "the mod p is taken after the minimum instead of before",
+                "first permute every hash ((a·h + b) mod p), then take the smallest; the minimum of the unreduced "
+                "values is another element.",
+                "values = (a[:, None] * hashes[None, :] + b[:, None]) % p; signature = values.amin(dim=1).",
+                output=_signature(modulo="after")),
+        Mistake("offset_forgotten", "b is forgotten: (a·h) mod p instead of (a·h + b) mod p",
+                "the offset b belongs to the permutation; without it, hash 0 always maps to 0.",
+                "(a[:, None] * hashes[None, :] + b[:, None]) % p.",
+                output=_signature(offset=False)),
+        Mistake("a_b_swapped", "a and b are swapped: (b·h + a) mod p",
+                "a multiplies the hash, b is added.",
+                "(a[:, None] * hashes[None, :] + b[:, None]) % p.",
+                output=_signature(swap_ab=True)),
+        Mistake("computed_in_float", "the products are computed in floating point and lose their last bits",
+                "a·h reaches 2⁶³ but a float64 holds only 53 bits exactly; int64 arithmetic is exact here.",
+                "keep the int64 tensors: no .double(), no float('inf'), no numpy float.",
+                output=_signature(floating=True)),
+        Mistake("empty_not_p", "the empty set's signature is 0 instead of p",
+                "as declared, an empty set has p everywhere: larger than any real value, so min(sig(A), sig(∅)) = sig(A).",
+                "torch.full((k,), p, dtype=torch.int64) when there are no hashes.",
+                output=_signature(empty="zero")),
+    ],
+    forbidden={reference_dedup.minhash_signature: "llmcore.data.dedup.minhash_signature",
+               reference_dedup.minhash_signatures: "llmcore.data.dedup.minhash_signatures"},
+    delegation=lambda hashes, a, b: reference_dedup.minhash_signature(hashes, a, b),
+    output_names=("signature",),
+    fallback_hint="p = 2**31 - 1; values = (a[:, None] * hashes[None, :] + b[:, None]) % p  # [k, n]; "
+                  "signature = values.amin(dim=1), or all p when n = 0.",
+))
+check_minhash_signature = MINHASH_SIGNATURE.check
+
+
+# --------------------------------------------------------------------------------------------------
+# LSH banding: candidate pairs
+# --------------------------------------------------------------------------------------------------
+
+REFUSED = "a ValueError (bands × rows ≠ signature length)"
+
+
+def _as_pairs(value: Any) -> Any:
+    """A list of (i, j) pairs as a ``[P, 2]`` int64 tensor in sorted order (the order is free);
+    anything else unchanged, for the message."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple, set)):
+        pairs = [tuple(p.tolist()) if isinstance(p, Tensor) else p for p in value]
+        if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            return torch.tensor(sorted((int(i), int(j)) for i, j in pairs), dtype=torch.int64).reshape(-1, 2)
+    return value
+
+
+def _refusing(function: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return _as_pairs(function(*args, **kwargs))
+        except ValueError:
+            return REFUSED
+    return run
+
+
+def _bands(signatures: Tensor, bands: int, rows: int, layout: str) -> list[Tensor]:
+    if layout == "strided":
+        return [signatures[:, band::bands][:, :rows] for band in range(bands)]
+    if layout == "sliding":
+        return [signatures[:, band : band + rows] for band in range(bands)]
+    if layout == "swapped":
+        return [signatures[:, band * bands : (band + 1) * bands] for band in range(rows)]
+    return [signatures[:, band * rows : (band + 1) * rows] for band in range(bands)]
+
+
+def _lsh_variant(signatures: Tensor, bands: int, rows: int, *, refuse: bool = True, layout: str = "contiguous",
+                 self_pairs: bool = False, both_orders: bool = False, once: bool = True,
+                 shared_buckets: bool = False, every_band: bool = False) -> list[tuple[int, int]]:
+    if refuse and bands * rows != signatures.shape[1]:
+        raise ValueError("bands × rows ≠ signature length")
+    parts = _bands(signatures, bands, rows, layout)
+    n = signatures.shape[0]
+    pairs = []
+    for i in range(n):
+        for j in range(n):
+            if i == j and not self_pairs or i > j and not both_orders:
+                continue
+            if shared_buckets:
+                keys_i = {tuple(part[i].tolist()) for part in parts}
+                shared = sum(tuple(part[j].tolist()) in keys_i for part in parts)
+            else:
+                shared = sum(bool(torch.equal(part[i], part[j])) for part in parts)
+            if every_band:
+                shared = int(shared == len(parts))
+            pairs += [(i, j)] * (min(shared, 1) if once else shared)
+    return pairs
+
+
+def _lsh(**knobs: Any) -> Callable[..., Any]:
+    return _refusing(lambda signatures, bands, rows: _lsh_variant(signatures, bands, rows, **knobs))
+
+
+def _not_refused(got: Any, expected: Any) -> bool:
+    return isinstance(expected, str) and not isinstance(got, str)
+
+
+def _fresh_signatures(random: CaseRandom, n: int, k: int) -> Tensor:
+    """Rows whose entries never collide by chance (distinct values), to be copied from by the cases."""
+    return torch.randperm(10 * n * k, generator=random.generator)[: n * k].reshape(n, k).to(torch.int64) + 1000
+
+
+def _planted_signatures(random: CaseRandom, bands: int, rows: int) -> Tensor:
+    """Ten documents whose shared bands tell every banding mistake apart.
+
+    0 ~ 1: band 0 equal; 0 ~ 2: bands 1 and 3 equal (one pair, two buckets); 3 = 4 entirely;
+    5's band 2 equals 6's band 0 (the same values in different bands: not a candidate);
+    7 agrees with 0 on columns 0, bands, 2·bands, … (a strided band, not a contiguous one);
+    8 ~ 9: columns bands … 2·bands − 1 equal (a block of ``bands`` entries, which no band covers when
+    bands = 4, rows = 3).
+    """
+    k = bands * rows
+    s = _fresh_signatures(random, 10, k)
+    band = lambda t: slice(t * rows, (t + 1) * rows)  # noqa: E731
+    s[1, band(0)] = s[0, band(0)]
+    s[2, band(1)] = s[0, band(1)]
+    s[2, band(3)] = s[0, band(3)]
+    s[4] = s[3]
+    s[5, band(2)] = s[6, band(0)]
+    s[7, 0::bands] = s[0, 0::bands]
+    s[9, bands : 2 * bands] = s[8, bands : 2 * bands]
+    return s
+
+
+def _lsh_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    four_by_three = _planted_signatures(random, 4, 3)
+    cases = [
+        Case("signatures [N=10, k=12], bands=4, rows=3, with planted shared bands", (four_by_three, 4, 3)),
+        Case("signatures [N=10, k=15], bands=5, rows=3", (_planted_signatures(random, 5, 3), 5, 3)),
+        Case("signatures [N=10, k=12], bands=3, rows=4", (_planted_signatures(random, 3, 4), 3, 4)),
+        Case("bands=5, rows=3 but k=12: must raise a ValueError", (four_by_three, 5, 3)),
+        Case("three identical documents [N=3, k=10], bands=2, rows=5: every pair once",
+             (_fresh_signatures(random, 1, 10).expand(3, 10).clone(), 2, 5)),
+        Case("one document [N=1, k=6], bands=3, rows=2: no pairs", (_fresh_signatures(random, 1, 6), 3, 2)),
+    ]
+    if hidden:
+        base = torch.randint(0, 3, (30, 24), generator=random.generator, dtype=torch.int64)
+        cases += [Case("signatures [N=30, k=24] of values in {0, 1, 2}, bands=8, rows=3", (base, 8, 3)),
+                  Case("bands=7, rows=3 but k=24: must raise a ValueError", (base, 7, 3))]
+    return cases
+
+
+def _lsh_reference(signatures: Tensor, bands: int, rows: int) -> Any:
+    return _refusing(reference_dedup.lsh_candidate_pairs)(signatures, bands, rows)
+
+
+LSH_CANDIDATE_PAIRS = register(Exercise(
+    id="lsh_candidate_pairs",
+    title="lsh_candidate_pairs",
+    syllabus=("L17",),
+    reference=_lsh_reference,
+    adapt=_refusing,
+    cases=_lsh_cases,
+    mistakes=[
+        Mistake("strided_bands", "the bands are strided (columns t, t + bands, …) instead of contiguous blocks",
+                "band t is the block of rows consecutive entries signatures[:, t·rows : (t+1)·rows].",
+                "signatures[:, t * rows:(t + 1) * rows], or signatures.view(N, bands, rows)[:, t].",
+                output=_lsh(layout="strided")),
+        Mistake("overlapping_bands", "the bands overlap: band t starts at column t instead of t·rows",
+                "the bands cut the signature into disjoint blocks; each entry belongs to exactly one band.",
+                "start band t at t * rows.",
+                output=_lsh(layout="sliding")),
+        Mistake("bands_rows_swapped", "bands and rows are swapped: the signature is cut into rows blocks of bands entries",
+                "bands is how many blocks, rows how many entries per block.",
+                "signatures.view(N, bands, rows): band t is [:, t, :].",
+                output=_lsh(layout="swapped")),
+        Mistake("self_pairs", "pairs (i, i) are included: a document is its own candidate",
+                "a candidate pair joins two different documents.",
+                "only pairs i < j of the same bucket.",
+                output=_lsh(self_pairs=True)),
+        Mistake("both_orders", "each pair comes twice, as (i, j) and (j, i)",
+                "a pair is unordered: report it once, with i < j.",
+                "for n, i in enumerate(members): for j in members[n + 1:]: pairs.add((i, j)).",
+                output=_lsh(both_orders=True)),
+        Mistake("pairs_repeated", "a pair sharing several bands is listed once per band",
+                "two documents are candidates if they share *any* band; collect the pairs in a set.",
+                "pairs = set(); … pairs.add((i, j)); return sorted(pairs).",
+                output=_lsh(once=False)),
+        Mistake("buckets_shared_across_bands", "one bucket table serves all bands: equal values in different bands collide",
+                "each band has its own hash table (datasketch keeps one per band): band 2 of one document may "
+                "equal band 0 of another by chance, and that is no evidence of similarity.",
+                "key the bucket by (t, tuple(band values)), or build a new dict for every band.",
+                output=_lsh(shared_buckets=True)),
+        Mistake("every_band_required", "a pair is a candidate only if *all* bands agree (AND instead of OR)",
+                "one equal band is enough; requiring all of them finds only identical signatures.",
+                "add the pair when any band's bucket holds both documents.",
+                output=_lsh(every_band=True)),
+        Mistake("not_refused", "bands × rows ≠ signature length is not refused",
+                "when the bands do not tile the signature, entries are dropped or bands come out short; say so.",
+                "if bands * rows != signatures.shape[1]: raise ValueError(...).",
+                detect=_not_refused),
+    ],
+    forbidden={reference_dedup.lsh_candidate_pairs: "llmcore.data.dedup.lsh_candidate_pairs",
+               reference_dedup.near_duplicate_pairs: "llmcore.data.dedup.near_duplicate_pairs"},
+    delegation=lambda signatures, bands, rows: reference_dedup.lsh_candidate_pairs(signatures, bands, rows),
+    output_names=("pairs",),
+    fallback_hint="check bands * rows == k; for each band t: buckets = {}; key = tuple(signatures[i, t*rows:(t+1)*rows]); "
+                  "pairs.add((i, j)) for i < j in one bucket; return sorted(pairs).",
+))
+check_lsh_candidate_pairs = LSH_CANDIDATE_PAIRS.check
+
+
+# --------------------------------------------------------------------------------------------------
+# Verified near-duplicates
+# --------------------------------------------------------------------------------------------------
+
+
+def _near_variant(signatures: Tensor, bands: int, rows: int, threshold: float, *, verify: str = "entries",
+                  strict: bool = False, candidates: str = "lsh") -> list[tuple[int, int]]:
+    n = signatures.shape[0]
+    pairs = (reference_dedup.lsh_candidate_pairs(signatures, bands, rows) if candidates == "lsh"
+             else [(i, j) for i in range(n) for j in range(i + 1, n)])
+    kept = []
+    for i, j in pairs:
+        if verify == "none":
+            kept.append((i, j))
+            continue
+        if verify == "bands":
+            equal = signatures[i].view(bands, rows) == signatures[j].view(bands, rows)
+            estimate = equal.all(dim=1).double().mean().item()
+        else:
+            estimate = (signatures[i] == signatures[j]).double().mean().item()
+        if estimate > threshold if strict else estimate >= threshold:
+            kept.append((i, j))
+    return kept
+
+
+def _near(**knobs: Any) -> Callable[..., Any]:
+    return lambda signatures, bands, rows, threshold: _as_pairs(
+        _near_variant(signatures, bands, rows, threshold, **knobs))
+
+
+def _adapt_near(learner: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda signatures, bands, rows, threshold: _as_pairs(learner(signatures, bands, rows, threshold))
+
+
+def _verification_signatures(random: CaseRandom) -> Tensor:
+    """Seven documents, k = 12 (bands=3, rows=4), each pair at a known estimate:
+
+    0 ~ 1: band 0 equal, 9 of 12 entries (0.75); 0 ~ 2: band 1 equal, 6 of 12 (0.5, the threshold);
+    3 ~ 4: band 2 equal and nothing else, 4 of 12 (0.33); 5 ~ 6: 9 of 12 equal but no band whole (not a candidate).
+    """
+    s = _fresh_signatures(random, 7, 12)
+    s[1, [0, 1, 2, 3, 4, 5, 8, 9, 10]] = s[0, [0, 1, 2, 3, 4, 5, 8, 9, 10]]
+    s[2, [4, 5, 6, 7, 0, 11]] = s[0, [4, 5, 6, 7, 0, 11]]
+    s[4, 8:12] = s[3, 8:12]
+    s[6, [0, 1, 2, 4, 5, 6, 8, 9, 10]] = s[5, [0, 1, 2, 4, 5, 6, 8, 9, 10]]
+    return s
+
+
+def _near_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    # Thresholds are fractions with a power-of-two denominator: an estimate equal to one is exact in float32,
+    # float64 and as a count (equal ≥ threshold·k), so every correct spelling agrees on the ties.
+    planted = _verification_signatures(random)
+    cases = [
+        Case("signatures [N=7, k=12], bands=3, rows=4, threshold=0.5 (one pair exactly at 0.5)", (planted, 3, 4, 0.5)),
+        Case("the same signatures, threshold=0.625", (planted, 3, 4, 0.625)),
+        Case("signatures [N=5, k=8] of values in {0, 1}, bands=4, rows=2, threshold=0.625",
+             (torch.randint(0, 2, (5, 8), generator=random.generator, dtype=torch.int64), 4, 2, 0.625)),
+    ]
+    if hidden:
+        cases.append(Case("signatures [N=25, k=16] of values in {0, 1}, bands=4, rows=4, threshold=0.75",
+                          (torch.randint(0, 2, (25, 16), generator=random.generator, dtype=torch.int64), 4, 4, 0.75)))
+    return cases
+
+
+def _near_reference(signatures: Tensor, bands: int, rows: int, threshold: float) -> Tensor:
+    return _as_pairs(reference_dedup.near_duplicate_pairs(signatures, bands, rows, threshold))
+
+
+NEAR_DUPLICATE_PAIRS = register(Exercise(
+    id="near_duplicate_pairs",
+    title="near_duplicate_pairs",
+    syllabus=("L17",),
+    reference=_near_reference,
+    adapt=_adapt_near,
+    cases=_near_cases,
+    mistakes=[
+        Mistake("not_verified", "the candidates are returned without verification",
+                "LSH only proposes pairs; a pair sharing one band may still be far below the threshold, so each "
+                "candidate's estimated similarity is checked.",
+                "keep (i, j) only if (signatures[i] == signatures[j]).double().mean() >= threshold.",
+                output=_near(verify="none")),
+        Mistake("strict_threshold", "the threshold is compared with > instead of ≥",
+                "as declared, a pair whose estimate equals the threshold is a near-duplicate.",
+                "estimate >= threshold.",
+                output=_near(strict=True)),
+        Mistake("fraction_of_bands", "the similarity is estimated as the fraction of equal bands, not of equal entries",
+                "the MinHash estimate of the Jaccard similarity is the fraction of equal signature entries; a band "
+                "is equal only when all its rows are, which is a much rarer event.",
+                "(signatures[i] == signatures[j]).double().mean(), over all k entries.",
+                output=_near(verify="bands")),
+        Mistake("every_pair_verified", "every pair is verified, not only the LSH candidates",
+                "LSH exists to avoid the N²/2 comparisons: verify the candidate pairs only (those that share a band), "
+                "and accept that LSH misses a few pairs above the threshold (its false negatives).",
+                "for i, j in lsh_candidate_pairs(signatures, bands, rows): verify (i, j).",
+                output=_near(candidates="all")),
+    ],
+    forbidden={reference_dedup.near_duplicate_pairs: "llmcore.data.dedup.near_duplicate_pairs"},
+    delegation=lambda signatures, bands, rows, threshold: reference_dedup.near_duplicate_pairs(
+        signatures, bands, rows, threshold),
+    output_names=("pairs",),
+    fallback_hint="[(i, j) for i, j in lsh_candidate_pairs(signatures, bands, rows) "
+                  "if (signatures[i] == signatures[j]).double().mean() >= threshold]",
+))
+check_near_duplicate_pairs = NEAR_DUPLICATE_PAIRS.check
+

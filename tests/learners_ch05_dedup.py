@@ -1,0 +1,419 @@
+"""Learner code for the exercises of notebook 08_data_dedup_and_vocabulary, written as learners write it (never llmcore's).
+
+``CORRECT[exercise_id]``: correct implementations written differently. ``MISTAKES[exercise_id][mistake_id]``:
+one wrong implementation per declared mistake, with the bug as a learner would make it.
+Read by tests/test_exercise_contracts.py; tests/test_checks_ch05_dedup.py uses some of them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import defaultdict
+from itertools import combinations
+
+import numpy as np
+import torch
+
+P = 2**31 - 1
+
+# ---------------------------------------------------------------------------------------------------
+# exact_dedup
+# ---------------------------------------------------------------------------------------------------
+
+
+def dedup_with_sha1(documents, casefold=True):
+    seen, kept = set(), []
+    for i, doc in enumerate(documents):
+        text = unicodedata.normalize("NFKC", doc)
+        if casefold:
+            text = text.casefold()
+        text = " ".join(text.split())
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(i)
+    return kept
+
+
+def dedup_with_dict_and_regex(documents, casefold=True):
+    first = {}
+    for i, doc in enumerate(documents):
+        text = unicodedata.normalize("NFKC", doc)
+        text = text.casefold() if casefold else text
+        key = re.sub(r"\s+", " ", text).strip()
+        first.setdefault(key, i)
+    return sorted(first.values())
+
+
+def dedup_as_tensor(documents, casefold=True):
+    keys = [" ".join((unicodedata.normalize("NFKC", d).casefold() if casefold
+                      else unicodedata.normalize("NFKC", d)).split()) for d in documents]
+    return torch.tensor([i for i, key in enumerate(keys) if key not in keys[:i]], dtype=torch.long)
+
+
+def _dedup_by(normalise, documents):
+    seen, kept = set(), []
+    for i, doc in enumerate(documents):
+        key = normalise(doc)
+        if key not in seen:
+            seen.add(key)
+            kept.append(i)
+    return kept
+
+
+def dedup_without_nfkc(documents, casefold=True):
+    return _dedup_by(lambda d: " ".join((d.casefold() if casefold else d).split()), documents)
+
+
+def dedup_with_nfc(documents, casefold=True):
+    return _dedup_by(lambda d: " ".join((unicodedata.normalize("NFC", d).casefold() if casefold
+                                         else unicodedata.normalize("NFC", d)).split()), documents)
+
+
+def dedup_strip_only(documents, casefold=True):
+    def normalise(d):
+        d = unicodedata.normalize("NFKC", d)
+        return (d.casefold() if casefold else d).strip()
+    return _dedup_by(normalise, documents)
+
+
+def dedup_removing_spaces(documents, casefold=True):
+    def normalise(d):
+        d = unicodedata.normalize("NFKC", d)
+        return re.sub(r"\s+", "", d.casefold() if casefold else d)
+    return _dedup_by(normalise, documents)
+
+
+def dedup_case_kept(documents, casefold=True):
+    return _dedup_by(lambda d: " ".join(unicodedata.normalize("NFKC", d).split()), documents)
+
+
+def dedup_always_folded(documents, casefold=True):
+    return _dedup_by(lambda d: " ".join(unicodedata.normalize("NFKC", d).casefold().split()), documents)
+
+
+def dedup_with_lower(documents, casefold=True):
+    def normalise(d):
+        d = unicodedata.normalize("NFKC", d)
+        return " ".join((d.lower() if casefold else d).split())
+    return _dedup_by(normalise, documents)
+
+
+def dedup_keeping_last(documents, casefold=True):
+    last = {}
+    for i, doc in enumerate(documents):
+        text = unicodedata.normalize("NFKC", doc)
+        last[" ".join((text.casefold() if casefold else text).split())] = i
+    return sorted(last.values())
+
+
+def dedup_sorted_by_hash(documents, casefold=True):
+    first = {}
+    for i, doc in enumerate(documents):
+        text = unicodedata.normalize("NFKC", doc)
+        text = " ".join((text.casefold() if casefold else text).split())
+        first.setdefault(hashlib.md5(text.encode()).hexdigest(), i)
+    return [first[digest] for digest in sorted(first)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# minhash_signature
+# ---------------------------------------------------------------------------------------------------
+
+
+def signature_broadcast(hashes, a, b):
+    if len(hashes) == 0:
+        return torch.full_like(a, P)
+    return ((a.unsqueeze(1) * hashes.unsqueeze(0) + b.unsqueeze(1)) % P).min(dim=1).values
+
+
+def signature_loop(hashes, a, b):
+    signature = torch.full((len(a),), P, dtype=torch.int64)
+    for h in hashes:
+        signature = torch.minimum(signature, (a * h + b) % P)
+    return signature
+
+
+def signature_python_ints(hashes, a, b):
+    values = [int(h) for h in hashes]
+    return torch.tensor([min([(int(ai) * h + int(bi)) % P for h in values], default=P)
+                         for ai, bi in zip(a, b)], dtype=torch.int64)
+
+
+def signature_one_permutation(hashes, a, b):
+    signature = torch.full((len(a),), P, dtype=torch.int64)
+    for h in hashes:
+        signature = torch.minimum(signature, (a[0] * h + b[0]) % P)
+    return signature
+
+
+def signature_max(hashes, a, b):
+    if len(hashes) == 0:
+        return torch.full_like(a, P)
+    return ((a[:, None] * hashes[None, :] + b[:, None]) % P).max(dim=1).values
+
+
+def signature_without_mod(hashes, a, b):
+    signature = torch.full((len(a),), P, dtype=torch.int64)
+    for h in hashes:
+        signature = torch.minimum(signature, a * h + b)
+    return signature
+
+
+def signature_mod_after_min(hashes, a, b):
+    if len(hashes) == 0:
+        return torch.full_like(a, P)
+    return (a[:, None] * hashes[None, :] + b[:, None]).min(dim=1).values % P
+
+
+def signature_without_b(hashes, a, b):
+    if len(hashes) == 0:
+        return torch.full_like(a, P)
+    return (a[:, None] * hashes[None, :] % P).min(dim=1).values
+
+
+def signature_b_times_h(hashes, a, b):
+    if len(hashes) == 0:
+        return torch.full_like(a, P)
+    return ((b[:, None] * hashes[None, :] + a[:, None]) % P).min(dim=1).values
+
+
+def signature_in_numpy_floats(hashes, a, b):
+    signature = np.full(len(a), float(P))
+    for h in hashes.numpy().astype(np.float64):
+        signature = np.minimum(signature, np.fmod(a.numpy().astype(np.float64) * h + b.numpy(), P))
+    return torch.from_numpy(signature).long()
+
+
+def signature_empty_zeros(hashes, a, b):
+    if hashes.numel() == 0:
+        return torch.zeros_like(a)
+    return ((a[:, None] * hashes[None, :] + b[:, None]) % P).amin(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# lsh_candidate_pairs
+# ---------------------------------------------------------------------------------------------------
+
+
+def lsh_with_dicts(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError(f"{bands} bands of {rows} rows do not tile {signatures.shape[1]} entries")
+    pairs = set()
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t * rows:(t + 1) * rows].tolist())].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+def lsh_vectorised(signatures, bands, rows):
+    n, k = signatures.shape
+    if bands * rows != k:
+        raise ValueError("bands * rows must equal the signature length")
+    blocks = signatures.view(n, bands, rows)
+    same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)      # [n, n]
+    return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
+
+
+def lsh_one_table_keyed_by_band(signatures, bands, rows):
+    if signatures.shape[1] != bands * rows:
+        raise ValueError("signature length is not bands × rows")
+    table = defaultdict(set)
+    for i, row in enumerate(signatures.tolist()):
+        for t in range(bands):
+            table[(t, *row[t * rows:(t + 1) * rows])].add(i)
+    return sorted({(i, j) for members in table.values() for i in members for j in members if i < j})
+
+
+def lsh_strided(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError("bad bands")
+    pairs = set()
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t::bands].tolist())].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+def lsh_overlapping(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError("bad bands")
+    pairs = set()
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t:t + rows].tolist())].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+def lsh_swapped(signatures, bands, rows):
+    n, k = signatures.shape
+    if bands * rows != k:
+        raise ValueError("bad bands")
+    blocks = signatures.reshape(n, rows, bands)
+    same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
+    return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
+
+
+def lsh_with_self_pairs(signatures, bands, rows):
+    n, k = signatures.shape
+    if bands * rows != k:
+        raise ValueError("bad bands")
+    blocks = signatures.view(n, bands, rows)
+    same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
+    return torch.nonzero(torch.triu(same_band)).tolist()
+
+
+def lsh_both_orders(signatures, bands, rows):
+    n, k = signatures.shape
+    if bands * rows != k:
+        raise ValueError("bad bands")
+    blocks = signatures.view(n, bands, rows)
+    same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
+    same_band.fill_diagonal_(False)
+    return torch.nonzero(same_band).tolist()
+
+
+def lsh_list_per_band(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError("bad bands")
+    pairs = []
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t * rows:(t + 1) * rows].tolist())].append(i)
+        for members in buckets.values():
+            pairs += list(combinations(members, 2))
+    return pairs
+
+
+def lsh_one_table(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError("bad bands")
+    buckets = defaultdict(set)
+    for i, row in enumerate(signatures.tolist()):
+        for t in range(bands):
+            buckets[tuple(row[t * rows:(t + 1) * rows])].add(i)
+    return sorted({pair for members in buckets.values() for pair in combinations(sorted(members), 2)})
+
+
+def lsh_all_bands(signatures, bands, rows):
+    n, k = signatures.shape
+    if bands * rows != k:
+        raise ValueError("bad bands")
+    blocks = signatures.view(n, bands, rows)
+    same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).all(dim=-1)
+    return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
+
+
+def lsh_without_check(signatures, bands, rows):
+    pairs = set()
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t * rows:(t + 1) * rows].tolist())].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# near_duplicate_pairs
+# ---------------------------------------------------------------------------------------------------
+
+
+def near_duplicates_loop(signatures, bands, rows, threshold):
+    return [(i, j) for i, j in lsh_with_dicts(signatures, bands, rows)
+            if (signatures[i] == signatures[j]).float().mean().item() >= threshold]
+
+
+def near_duplicates_counting(signatures, bands, rows, threshold):
+    k = signatures.shape[1]
+    kept = []
+    for i, j in lsh_vectorised(signatures, bands, rows):
+        if int((signatures[i] == signatures[j]).sum()) >= threshold * k:
+            kept.append([i, j])
+    return kept
+
+
+def near_duplicates_unverified(signatures, bands, rows, threshold):
+    return lsh_with_dicts(signatures, bands, rows)
+
+
+def near_duplicates_strict(signatures, bands, rows, threshold):
+    return [(i, j) for i, j in lsh_with_dicts(signatures, bands, rows)
+            if (signatures[i] == signatures[j]).double().mean() > threshold]
+
+
+def near_duplicates_band_fraction(signatures, bands, rows, threshold):
+    kept = []
+    for i, j in lsh_with_dicts(signatures, bands, rows):
+        equal_bands = (signatures[i].view(bands, rows) == signatures[j].view(bands, rows)).all(dim=1)
+        if equal_bands.double().mean() >= threshold:
+            kept.append((i, j))
+    return kept
+
+
+def near_duplicates_every_pair(signatures, bands, rows, threshold):
+    n = signatures.shape[0]
+    return [(i, j) for i, j in combinations(range(n), 2)
+            if (signatures[i] == signatures[j]).double().mean() >= threshold]
+
+
+CORRECT = {
+    "exact_dedup": [dedup_with_sha1, dedup_with_dict_and_regex, dedup_as_tensor],
+    "minhash_signature": [signature_broadcast, signature_loop, signature_python_ints],
+    "lsh_candidate_pairs": [lsh_with_dicts, lsh_vectorised, lsh_one_table_keyed_by_band],
+    "near_duplicate_pairs": [near_duplicates_loop, near_duplicates_counting],
+}
+
+MISTAKES = {
+    "exact_dedup": {
+        "no_nfkc": dedup_without_nfkc,
+        "nfc_not_nfkc": dedup_with_nfc,
+        "whitespace_not_collapsed": dedup_strip_only,
+        "whitespace_removed": dedup_removing_spaces,
+        "case_not_folded": dedup_case_kept,
+        "case_folded_when_not_asked": dedup_always_folded,
+        "lower_not_casefold": dedup_with_lower,
+        "keeps_last": dedup_keeping_last,
+        "order_lost": dedup_sorted_by_hash,
+    },
+    "minhash_signature": {
+        "one_permutation": signature_one_permutation,
+        "max_not_min": signature_max,
+        "mod_forgotten": signature_without_mod,
+        "mod_after_min": signature_mod_after_min,
+        "offset_forgotten": signature_without_b,
+        "a_b_swapped": signature_b_times_h,
+        "computed_in_float": signature_in_numpy_floats,
+        "empty_not_p": signature_empty_zeros,
+    },
+    "lsh_candidate_pairs": {
+        "strided_bands": lsh_strided,
+        "overlapping_bands": lsh_overlapping,
+        "bands_rows_swapped": lsh_swapped,
+        "self_pairs": lsh_with_self_pairs,
+        "both_orders": lsh_both_orders,
+        "pairs_repeated": lsh_list_per_band,
+        "buckets_shared_across_bands": lsh_one_table,
+        "every_band_required": lsh_all_bands,
+        "not_refused": lsh_without_check,
+    },
+    "near_duplicate_pairs": {
+        "not_verified": near_duplicates_unverified,
+        "strict_threshold": near_duplicates_strict,
+        "fraction_of_bands": near_duplicates_band_fraction,
+        "every_pair_verified": near_duplicates_every_pair,
+    },
+}
