@@ -199,7 +199,7 @@ def signature_empty_zeros(hashes, a, b):
 
 
 def lsh_with_dicts(signatures, bands, rows):
-    if bands * rows != signatures.shape[1]:
+    if bands * rows > signatures.shape[1]:
         raise ValueError(f"{bands} bands of {rows} rows do not tile {signatures.shape[1]} entries")
     pairs = set()
     for t in range(bands):
@@ -213,15 +213,15 @@ def lsh_with_dicts(signatures, bands, rows):
 
 def lsh_vectorised(signatures, bands, rows):
     n, k = signatures.shape
-    if bands * rows != k:
+    if bands * rows > k:
         raise ValueError("bands * rows must equal the signature length")
-    blocks = signatures.view(n, bands, rows)
+    blocks = signatures[:, :bands * rows].reshape(n, bands, rows)
     same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)      # [n, n]
     return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
 
 
 def lsh_one_table_keyed_by_band(signatures, bands, rows):
-    if signatures.shape[1] != bands * rows:
+    if signatures.shape[1] < bands * rows:
         raise ValueError("signature length is not bands × rows")
     table = defaultdict(set)
     for i, row in enumerate(signatures.tolist()):
@@ -231,7 +231,7 @@ def lsh_one_table_keyed_by_band(signatures, bands, rows):
 
 
 def lsh_strided(signatures, bands, rows):
-    if bands * rows != signatures.shape[1]:
+    if bands * rows > signatures.shape[1]:
         raise ValueError("bad bands")
     pairs = set()
     for t in range(bands):
@@ -244,7 +244,7 @@ def lsh_strided(signatures, bands, rows):
 
 
 def lsh_overlapping(signatures, bands, rows):
-    if bands * rows != signatures.shape[1]:
+    if bands * rows > signatures.shape[1]:
         raise ValueError("bad bands")
     pairs = set()
     for t in range(bands):
@@ -258,34 +258,34 @@ def lsh_overlapping(signatures, bands, rows):
 
 def lsh_swapped(signatures, bands, rows):
     n, k = signatures.shape
-    if bands * rows != k:
+    if bands * rows > k:
         raise ValueError("bad bands")
-    blocks = signatures.reshape(n, rows, bands)
+    blocks = signatures[:, :bands * rows].reshape(n, rows, bands)
     same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
     return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
 
 
 def lsh_with_self_pairs(signatures, bands, rows):
     n, k = signatures.shape
-    if bands * rows != k:
+    if bands * rows > k:
         raise ValueError("bad bands")
-    blocks = signatures.view(n, bands, rows)
+    blocks = signatures[:, :bands * rows].reshape(n, bands, rows)
     same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
     return torch.nonzero(torch.triu(same_band)).tolist()
 
 
 def lsh_both_orders(signatures, bands, rows):
     n, k = signatures.shape
-    if bands * rows != k:
+    if bands * rows > k:
         raise ValueError("bad bands")
-    blocks = signatures.view(n, bands, rows)
+    blocks = signatures[:, :bands * rows].reshape(n, bands, rows)
     same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).any(dim=-1)
     same_band.fill_diagonal_(False)
     return torch.nonzero(same_band).tolist()
 
 
 def lsh_list_per_band(signatures, bands, rows):
-    if bands * rows != signatures.shape[1]:
+    if bands * rows > signatures.shape[1]:
         raise ValueError("bad bands")
     pairs = []
     for t in range(bands):
@@ -298,7 +298,7 @@ def lsh_list_per_band(signatures, bands, rows):
 
 
 def lsh_one_table(signatures, bands, rows):
-    if bands * rows != signatures.shape[1]:
+    if bands * rows > signatures.shape[1]:
         raise ValueError("bad bands")
     buckets = defaultdict(set)
     for i, row in enumerate(signatures.tolist()):
@@ -309,11 +309,17 @@ def lsh_one_table(signatures, bands, rows):
 
 def lsh_all_bands(signatures, bands, rows):
     n, k = signatures.shape
-    if bands * rows != k:
+    if bands * rows > k:
         raise ValueError("bad bands")
-    blocks = signatures.view(n, bands, rows)
+    blocks = signatures[:, :bands * rows].reshape(n, bands, rows)
     same_band = (blocks[:, None] == blocks[None, :]).all(dim=-1).all(dim=-1)
     return torch.nonzero(torch.triu(same_band, diagonal=1)).tolist()
+
+
+def lsh_demanding_exact_tiling(signatures, bands, rows):
+    if bands * rows != signatures.shape[1]:
+        raise ValueError("the bands must cover the signature exactly")
+    return lsh_with_dicts(signatures, bands, rows)
 
 
 def lsh_without_check(signatures, bands, rows):
@@ -358,7 +364,8 @@ def near_duplicates_strict(signatures, bands, rows, threshold):
 def near_duplicates_band_fraction(signatures, bands, rows, threshold):
     kept = []
     for i, j in lsh_with_dicts(signatures, bands, rows):
-        equal_bands = (signatures[i].view(bands, rows) == signatures[j].view(bands, rows)).all(dim=1)
+        equal_bands = (signatures[i, :bands * rows].view(bands, rows)
+                       == signatures[j, :bands * rows].view(bands, rows)).all(dim=1)
         if equal_bands.double().mean() >= threshold:
             kept.append((i, j))
     return kept
@@ -409,6 +416,7 @@ MISTAKES = {
         "buckets_shared_across_bands": lsh_one_table,
         "every_band_required": lsh_all_bands,
         "not_refused": lsh_without_check,
+        "refuses_unused_entries": lsh_demanding_exact_tiling,
     },
     "near_duplicate_pairs": {
         "not_verified": near_duplicates_unverified,

@@ -19,15 +19,17 @@ Conventions of this module:
   little-endian, an int in ``[0, 2³²)``.
 * **MinHash**: permutation ``i`` is ``h ↦ (a_i·h + b_i) mod p`` with the Mersenne prime
   ``p = 2³¹ − 1``, ``a_i ∈ [1, p)`` and ``b_i ∈ [0, p)``; since ``a_i·h < 2³¹·2³² = 2⁶³`` the product
-  fits in int64 exactly, so every implementation gets the same bits. (datasketch uses ``2⁶¹ − 1`` and
-  its ``a·h`` overflows uint64, datasketch issues #99 and #239: compare *estimates* with it, never
-  signatures.) The signature of the empty set is ``p`` everywhere, larger than any hash value, so
+  fits in int64 exactly, so every implementation gets the same bits. (datasketch's "legacy" scheme, its
+  only one before 2.0.0, uses ``2⁶¹ − 1`` and its ``a·h`` overflows uint64, datasketch issues #99 and
+  #239; 2.0.0's default "affine32" pre-mixes the hash and works modulo ``2³²``: compare *estimates*
+  with datasketch, never signatures.) The signature of the empty set is ``p`` everywhere, larger than any hash value, so
   that ``signature(A ∪ B) = min(signature(A), signature(B))`` holds for it too.
-* **LSH**: the signature of length ``k = bands · rows`` is cut into ``bands`` contiguous blocks of
-  ``rows`` values; two documents are candidates when any band is equal *in the same position*.
+* **LSH**: the first ``bands · rows ≤ k`` entries of a signature are cut into ``bands`` contiguous
+  blocks of ``rows`` values (the rest is unused, as in datasketch, whose best ``(b, r)`` for 128
+  permutations and threshold 0.8 is (9, 13): 117 entries); two documents are candidates when any band is equal *in the same position*.
   Pairs are ``(i, j)`` with ``i < j``, each once, sorted.
 * **Verification**: a candidate is kept when its estimated Jaccard similarity (the fraction of equal
-  signature entries) is ``≥ threshold``.
+  signature entries, all ``k`` of them) is ``≥ threshold``.
 """
 
 from __future__ import annotations
@@ -159,19 +161,19 @@ def estimated_jaccard(first: Tensor, second: Tensor) -> Tensor:
 def _check_banding(signatures: Tensor, bands: int, rows: int) -> None:
     if signatures.dim() != 2:
         raise ValueError(f"signatures must be [N, k], got shape {tuple(signatures.shape)}")
-    if bands < 1 or rows < 1 or bands * rows != signatures.shape[1]:
-        raise ValueError(f"bands × rows must equal the signature length: {bands} × {rows} != {signatures.shape[1]}")
+    if bands < 1 or rows < 1 or bands * rows > signatures.shape[1]:
+        raise ValueError(f"bands × rows exceeds the signature length: {bands} × {rows} > {signatures.shape[1]}")
 
 
 def lsh_candidate_pairs(signatures: Tensor, bands: int, rows: int) -> list[tuple[int, int]]:
     """Candidate pairs of LSH banding (分桶): documents equal on at least one band.
 
     Args:
-        signatures: ``[N, k]`` int64 MinHash signatures, ``k = bands · rows``.
+        signatures: ``[N, k]`` int64 MinHash signatures, ``k ≥ bands · rows``.
         bands, rows: band ``t`` is ``signatures[:, t·rows : (t+1)·rows]``.
 
     Returns:
-        The pairs ``(i, j)``, ``i < j``, each once, sorted. A ``ValueError`` when ``bands · rows ≠ k``.
+        The pairs ``(i, j)``, ``i < j``, each once, sorted. A ``ValueError`` when ``bands · rows > k``.
     """
     _check_banding(signatures, bands, rows)
     pairs: set[tuple[int, int]] = set()

@@ -25,6 +25,7 @@ from .pretokenize import (
     split_special,
 )
 from .training import learn_merges, merge_pair, train_bpe
+from .extend import base_pieces, extend_embedding_rows, merge_tokenizers, unreachable_tokens
 
 __all__ = [
     "BPETokenizer", "apply_merges", "byte_token",
@@ -33,4 +34,5 @@ __all__ = [
     "GPT2_PATTERN", "LLAMA3_PATTERN", "METASPACE_PATTERN", "QWEN2_PATTERN", "SPIECE_UNDERLINE",
     "PreTokenizer", "SpecialTokenMatch", "pre_split", "split_special",
     "learn_merges", "merge_pair", "train_bpe",
+    "merge_tokenizers", "base_pieces", "unreachable_tokens", "extend_embedding_rows",
 ]

@@ -334,7 +334,7 @@ check_minhash_signature = MINHASH_SIGNATURE.check
 # LSH banding: candidate pairs
 # --------------------------------------------------------------------------------------------------
 
-REFUSED = "a ValueError (bands × rows ≠ signature length)"
+REFUSED = "a ValueError (bands × rows > signature length)"
 
 
 def _as_pairs(value: Any) -> Any:
@@ -371,8 +371,8 @@ def _bands(signatures: Tensor, bands: int, rows: int, layout: str) -> list[Tenso
 def _lsh_variant(signatures: Tensor, bands: int, rows: int, *, refuse: bool = True, layout: str = "contiguous",
                  self_pairs: bool = False, both_orders: bool = False, once: bool = True,
                  shared_buckets: bool = False, every_band: bool = False) -> list[tuple[int, int]]:
-    if refuse and bands * rows != signatures.shape[1]:
-        raise ValueError("bands × rows ≠ signature length")
+    if refuse and bands * rows > signatures.shape[1]:
+        raise ValueError("bands × rows > signature length")
     parts = _bands(signatures, bands, rows, layout)
     n = signatures.shape[0]
     pairs = []
@@ -397,6 +397,10 @@ def _lsh(**knobs: Any) -> Callable[..., Any]:
 
 def _not_refused(got: Any, expected: Any) -> bool:
     return isinstance(expected, str) and not isinstance(got, str)
+
+
+def _refused_wrongly(got: Any, expected: Any) -> bool:
+    return isinstance(got, str) and not isinstance(expected, str)
 
 
 def _fresh_signatures(random: CaseRandom, n: int, k: int) -> Tensor:
@@ -432,6 +436,8 @@ def _lsh_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("signatures [N=10, k=12], bands=4, rows=3, with planted shared bands", (four_by_three, 4, 3)),
         Case("signatures [N=10, k=15], bands=5, rows=3", (_planted_signatures(random, 5, 3), 5, 3)),
         Case("signatures [N=10, k=12], bands=3, rows=4", (_planted_signatures(random, 3, 4), 3, 4)),
+        Case("signatures [N=10, k=14], bands=4, rows=3: the last 2 entries are not used",
+             (torch.cat([four_by_three, _fresh_signatures(random, 10, 2)], dim=1), 4, 3)),
         Case("bands=5, rows=3 but k=12: must raise a ValueError", (four_by_three, 5, 3)),
         Case("three identical documents [N=3, k=10], bands=2, rows=5: every pair once",
              (_fresh_signatures(random, 1, 10).expand(3, 10).clone(), 2, 5)),
@@ -440,7 +446,8 @@ def _lsh_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     if hidden:
         base = torch.randint(0, 3, (30, 24), generator=random.generator, dtype=torch.int64)
         cases += [Case("signatures [N=30, k=24] of values in {0, 1, 2}, bands=8, rows=3", (base, 8, 3)),
-                  Case("bands=7, rows=3 but k=24: must raise a ValueError", (base, 7, 3))]
+                  Case("signatures [N=30, k=24], bands=7, rows=3 (21 entries used)", (base, 7, 3)),
+                  Case("bands=5, rows=5 but k=24: must raise a ValueError", (base, 5, 5))]
     return cases
 
 
@@ -489,16 +496,22 @@ LSH_CANDIDATE_PAIRS = register(Exercise(
                 "one equal band is enough; requiring all of them finds only identical signatures.",
                 "add the pair when any band's bucket holds both documents.",
                 output=_lsh(every_band=True)),
-        Mistake("not_refused", "bands × rows ≠ signature length is not refused",
-                "when the bands do not tile the signature, entries are dropped or bands come out short; say so.",
-                "if bands * rows != signatures.shape[1]: raise ValueError(...).",
+        Mistake("not_refused", "bands × rows > signature length is not refused",
+                "when the bands need more entries than the signature has, the last bands come out short or "
+                "empty (and every pair shares an empty band); say so instead.",
+                "if bands * rows > signatures.shape[1]: raise ValueError(...).",
                 detect=_not_refused),
+        Mistake("refuses_unused_entries", "bands × rows < signature length is refused",
+                "the bands may use fewer entries than the signature has (datasketch's best (b, r) for 128 "
+                "permutations at threshold 0.8 is (9, 13), 117 entries): only more than k is an error.",
+                "raise only if bands * rows > signatures.shape[1]; band t is signatures[:, t*rows:(t+1)*rows].",
+                detect=_refused_wrongly),
     ],
     forbidden={reference_dedup.lsh_candidate_pairs: "llmcore.data.dedup.lsh_candidate_pairs",
                reference_dedup.near_duplicate_pairs: "llmcore.data.dedup.near_duplicate_pairs"},
     delegation=lambda signatures, bands, rows: reference_dedup.lsh_candidate_pairs(signatures, bands, rows),
     output_names=("pairs",),
-    fallback_hint="check bands * rows == k; for each band t: buckets = {}; key = tuple(signatures[i, t*rows:(t+1)*rows]); "
+    fallback_hint="check bands * rows <= k; for each band t: buckets = {}; key = tuple(signatures[i, t*rows:(t+1)*rows]); "
                   "pairs.add((i, j)) for i < j in one bucket; return sorted(pairs).",
 ))
 check_lsh_candidate_pairs = LSH_CANDIDATE_PAIRS.check
@@ -520,7 +533,8 @@ def _near_variant(signatures: Tensor, bands: int, rows: int, threshold: float, *
             kept.append((i, j))
             continue
         if verify == "bands":
-            equal = signatures[i].view(bands, rows) == signatures[j].view(bands, rows)
+            used = bands * rows
+            equal = signatures[i, :used].view(bands, rows) == signatures[j, :used].view(bands, rows)
             estimate = equal.all(dim=1).double().mean().item()
         else:
             estimate = (signatures[i] == signatures[j]).double().mean().item()
