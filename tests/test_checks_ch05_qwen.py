@@ -51,7 +51,17 @@ def test_a_bias_missing_on_v_only_is_named_for_v():
 
 def test_tiled_kv_heads_pass_where_every_query_head_has_its_own_kv_head_and_fail_on_the_first_grouped_case():
     failure = _failure(check_qwen_attention, MISTAKES["qwen_attention"]["kv_heads_tiled"])
-    assert failure.case_number == 1 and "4 query heads sharing 2 KV heads" in str(failure)
+    assert failure.case_number == 2 and "4 query heads sharing 2 KV heads" in str(failure)
+
+
+def test_attention_two_mistakes_at_once_the_one_the_first_case_shows_is_named():
+    """Not causal *and* KV heads tiled: the first case has one KV head per query head, so only the mask shows."""
+
+    class Both(MISTAKES["qwen_attention"]["kv_heads_tiled"]):
+        not_causal = True
+
+    failure = _failure(check_qwen_attention, Both)
+    assert failure.case_number == 1 and failure.mistake_id == "not_causal"
 
 
 def test_ntk_the_short_prompt_case_shows_the_clamp_with_alpha_zero():
