@@ -70,6 +70,13 @@ def slopes_extra_duplicates(n_heads):
     return torch.tensor(slopes + doubled[1::2][: n_heads - closest])
 
 
+def slopes_extra_from_zero(n_heads):
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = [2 ** (-8 * h / closest) for h in range(1, closest + 1)]
+    slopes += [2 ** (-4 * h / closest) for h in range(0, 2 * (n_heads - closest), 2)]
+    return torch.tensor(slopes)
+
+
 def slopes_extra_continued(n_heads):
     closest = 2 ** math.floor(math.log2(n_heads))
     return torch.tensor([2 ** (-8 * h / closest) for h in range(1, n_heads + 1)])
@@ -361,6 +368,11 @@ def z_loss_abs(logits, weight=2e-4, mask=None):
     return weight * (z**2 * mask).sum() / mask.sum().clamp(min=1)
 
 
+def z_loss_global_max(logits, weight=2e-4, mask=None):
+    z = logits.max()
+    return weight * z**2
+
+
 def z_loss_max_dim1(logits, weight=2e-4, mask=None):
     z = logits.max(dim=1).values
     if mask is None:
@@ -387,6 +399,7 @@ MISTAKES = {
         "naive_geometric": slopes_naive,
         "extra_consecutive": slopes_extra_consecutive,
         "extra_duplicates": slopes_extra_duplicates,
+        "extra_from_power_zero": slopes_extra_from_zero,
         "extra_continued": slopes_extra_continued,
         "ratio_from_n": slopes_ratio_from_n,
         "starts_at_one": slopes_starting_at_one,
@@ -419,6 +432,7 @@ MISTAKES = {
         "divided_by_all_positions": z_loss_mean_over_everything,
         "not_squared": z_loss_not_squared,
         "abs_max": z_loss_abs,
+        "global_max": z_loss_global_max,
         "max_over_positions": z_loss_max_dim1,
         "nan_without_real_tokens": z_loss_divides_by_zero,
     },

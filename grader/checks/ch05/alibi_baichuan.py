@@ -75,6 +75,7 @@ def _slopes_variant(*, naive: bool = False, extra: str = "every_other", first_po
             values += {
                 "every_other": doubled[0::2],
                 "every_other_from_second": doubled[1::2],
+                "even_powers_from_zero": [1.0, *doubled[1::2]],
                 "consecutive": doubled,
                 "continued": [ratio ** (closest + h + first_power) for h in range(remaining)],
             }[extra][:remaining]
@@ -128,6 +129,14 @@ ALIBI_SLOPES_MISTAKES = [
         "(1, 3, 5, …), which lie between them.",
         "extra = doubled[0::2], not doubled[1::2]: powers 2 ** (-4 / closest) ** (2 * i + 1).",
         output=_slopes_variant(extra="every_other_from_second"),
+    ),
+    Mistake(
+        "extra_from_power_zero",
+        "the extra slopes start at power 0 (a slope of 1), then repeat slopes the first P heads have",
+        "the extra heads take the odd powers 1, 3, 5, … of 2^(−4/P); the even powers 0, 2, 4, … give 1 and then "
+        "slopes already taken.",
+        "range(1, 2 * (n - closest), 2) for the extra exponents, not range(0, 2 * (n - closest), 2).",
+        output=_slopes_variant(extra="even_powers_from_zero"),
     ),
     Mistake(
         "extra_continued",
@@ -502,7 +511,7 @@ def _reference_max_z_loss(logits: Tensor, weight: float = 2e-4, mask: Tensor | N
 
 def _z_loss_variant(*, z: str = "max", default_weight: float = 2e-4, reduce: str = "mean_real",
                     square: bool = True, max_dim: int = -1) -> Callable[..., Tensor]:
-    """The loss with one knob turned. ``z``: "max", "logsumexp" or "abs_max"; ``reduce``: "mean_real",
+    """The loss with one knob turned. ``z``: "max", "logsumexp", "abs_max" or "global_max"; ``reduce``: "mean_real",
     "sum", "mean_all" (padding counted), "over_all_positions" (the masked sum over every position) or "nan_if_empty"."""
 
     def loss(logits: Tensor, weight: float = default_weight, mask: Tensor | None = None) -> Tensor:
@@ -510,6 +519,8 @@ def _z_loss_variant(*, z: str = "max", default_weight: float = 2e-4, reduce: str
             values = logits.logsumexp(dim=-1)
         elif z == "abs_max":
             values = logits.abs().amax(dim=max_dim)
+        elif z == "global_max":
+            values = logits.amax()
         else:
             values = logits.amax(dim=max_dim)
         per_position = values.square() if square else values
@@ -610,6 +621,13 @@ MAX_Z_MISTAKES = [
         "z is the maximum of the logits themselves; a very negative logit is not what makes the softmax peaky.",
         "z = logits.amax(dim=-1), without .abs().",
         output=_z_loss_variant(z="abs_max"),
+    ),
+    Mistake(
+        "global_max",
+        "z is the single largest logit of the whole batch",
+        "every position has its own z, the largest of its V logits; the loss averages z² over the positions.",
+        "z = logits.amax(dim=-1) (shape [...]), not logits.max() (one number).",
+        output=_z_loss_variant(z="global_max"),
     ),
     Mistake(
         "max_over_positions",
