@@ -238,13 +238,14 @@ _FULL_WIDTH = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
 
 
 def _variant(text: str, rng: random.Random) -> str:
-    """Equal after normalisation: full-width letters and digits, case changed, spaces doubled."""
+    """Equal after normalisation: full-width letters and digits, upper case, or extra whitespace around the
+    text and inside its existing spaces (never where it had none)."""
     choice = rng.randrange(3)
     if choice == 0:
         return "".join(_FULL_WIDTH.get(c, c) if c.isalnum() else c for c in text)
     if choice == 1:
         return text.upper()
-    return "  " + text.replace(" ", "  ").replace("。", "。\u3000") + "\n"
+    return "\u3000 " + text.replace(" ", "  \t") + " \n"
 
 
 def _edited(text: str, rng: random.Random, edits: int) -> str:
