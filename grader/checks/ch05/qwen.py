@@ -474,8 +474,8 @@ def _as_windows(learner: Callable[..., Any]) -> Callable[..., LayerWindows]:
 WINDOWS_MISTAKES = [
     Mistake("lower_layers_slide", "the lower layers slide and the upper layers see everything (the reverse)",
             "in Qwen2's config the first max_window_layers layers (0 … max_window_layers − 1) keep full attention and "
-            "the layers above them slide. (The Qwen report's sentence about short windows in the lower layers describes "
-            "Qwen-1's long-context evaluation, not this config field.)",
+            "the layers above them slide. (The Qwen report's sentence about shorter windows in lower layers is about "
+            "Qwen-1, not this config field.)",
             "window if i >= max_window_layers else None, for i in range(n_layers).",
             output=_windows_mistake(rule="below")),
     Mistake("boundary_off_by_one", "layer max_window_layers itself keeps full attention (i > max_window_layers)",
