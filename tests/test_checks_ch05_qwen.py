@@ -75,6 +75,15 @@ def test_ntk_floor_is_right_at_exactly_twice_the_trained_length_and_named_at_one
     assert failure.case_number == 3 and "3072" in str(failure)
 
 
+def test_ntk_round_to_nearest_passes_at_one_and_a_half_and_is_named_as_rounding_down_at_one_point_three():
+    def rounded(length, trained_length, head_dim, base=10000.0):
+        alpha = max(2 ** round(math.log2(length / trained_length) + 1) - 1, 1)
+        return alpha, base * alpha ** (head_dim / (head_dim - 2))
+
+    failure = _failure(check_qwen_ntk_base, rounded)
+    assert failure.case_number == 4 and failure.mistake_id == "floor_instead_of_ceil" and "L = 130" in str(failure)
+
+
 def test_ntk_accepts_a_float_alpha_and_a_tensor_base():
     def float_alpha(length, trained_length, head_dim, base=10000.0):
         alpha = max(2.0 ** math.ceil(math.log2(length / trained_length) + 1) - 1.0, 1.0)

@@ -209,12 +209,13 @@ def _ntk_mistake(**knobs: Any) -> Callable[..., tuple[float, float]]:
 NTK_MISTAKES = [
     # Several mistakes give the same α on some lengths (⌈ln r + 1⌉ = ⌊log₂ r + 1⌋ = ⌈log₂ r⌉ at r = 2.5). The visible
     # cases are ordered so that each mistake first fails where it is the first declared one that matches: the short
-    # prompt (inverted ratio, no clamp), exactly 2L₀ (no + 1; floor is right there), 1.5L₀ (floor), 2.5L₀ (ln).
+    # prompt (inverted ratio, no clamp), exactly 2L₀ (no + 1; floor is right there), 1.5L₀ (floor), 1.3L₀ (round(),
+    # which is right at 1.5L₀ and, where it is wrong, rounds down), 2.5L₀ (ln).
     Mistake("natural_log", "the logarithm is natural (ln) instead of base 2",
             "α doubles (plus one) each time the length doubles: the exponent counts doublings, log₂(L/L₀).",
             "math.log2(length / trained_length) (or math.log(length / trained_length, 2)).",
             output=_ntk_mistake(log=math.log)),
-    Mistake("floor_instead_of_ceil", "log₂(L/L₀) + 1 is rounded down instead of up",
+    Mistake("floor_instead_of_ceil", "log₂(L/L₀) + 1 is rounded down (or to the nearest) instead of up",
             "Qwen rounds up, so any length past L₀ already gets α = 3 (2049 tokens with L₀ = 2048); rounded down, "
             "α stays 1 until 2L₀.",
             "alpha = 2 ** math.ceil(math.log2(length / trained_length) + 1) - 1.",
@@ -251,6 +252,7 @@ def _ntk_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("L₀ = 64, a 20-token prompt (shorter than L₀/2), head_dim 16, base 10000", (20, 64, 16)),
         Case("L₀ = 2048, L = 4096 = 2 L₀ exactly, head_dim 128, base 10000", (4096, 2048, 128)),
         Case("Qwen-7B (first release): L₀ = 2048, L = 3072 (1.5 L₀), head_dim 128, base 10000", (3072, 2048, 128)),
+        Case("L₀ = 100, L = 130 (1.3 L₀), head_dim 32, base 10000", (130, 100, 32)),
         Case("L₀ = 64, L = 160 (2.5 L₀), head_dim 16, base 10000", (160, 64, 16), {"base": 10000.0}),
         Case("L₀ = 32, L = 40, head_dim 12, base 500000", (40, 32, 12), {"base": 500000.0}),
         Case("L₀ = 2048, L = 1500 (between L₀/2 and L₀), head_dim 64, base 10000", (1500, 2048, 64)),
