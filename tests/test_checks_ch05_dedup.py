@@ -1,0 +1,125 @@
+"""Special cases of the checks of notebook 08_data_dedup_and_vocabulary (the promises every exercise keeps are
+generated from the registry in tests/test_exercise_contracts.py; the learners live in tests/learners_ch05_dedup.py)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import torch
+
+from check_test_helpers import diagnosed, failure_message
+from grader.checks.ch05 import dedup as checks
+from learners_ch05_dedup import P, lsh_with_dicts, lsh_without_check, signature_broadcast
+
+
+def test_the_notebook_imports_every_check() -> None:
+    import grader.checks.ch05 as chapter
+
+    for name in checks.__all__:
+        assert getattr(chapter, name) is getattr(checks, name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# exact_dedup
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_no_normalisation_at_all_is_named_as_the_missing_nfkc() -> None:
+    """Three mistakes at once (no NFKC, no case folding, no whitespace collapse): the first case only has
+    documents that differ by NFKC, so the first of them is still named."""
+    def compares_raw_text(documents, casefold=True):
+        seen, kept = set(), []
+        for i, document in enumerate(documents):
+            if document not in seen:
+                seen.add(document)
+                kept.append(i)
+        return kept
+
+    message = failure_message(checks.check_exact_dedup, compares_raw_text)
+    assert "case 1 of 6" in message and "expected shape (4,), got (7,)" in message
+    assert diagnosed(message, checks.EXACT_DEDUP.mistake("no_nfkc").name)
+
+
+def test_numpy_indices_and_a_tensor_are_accepted() -> None:
+    def numpy_indices(documents, casefold=True):
+        normalised = [unicodedata.normalize("NFKC", d) for d in documents]
+        keys = [" ".join((text.casefold() if casefold else text).split()) for text in normalised]
+        _, first = np.unique(np.array(keys, dtype=object), return_index=True)
+        return [np.int64(i) for i in sorted(first)]
+
+    checks.check_exact_dedup(numpy_indices)
+
+
+# ---------------------------------------------------------------------------------------------------
+# minhash_signature
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_float_signature_is_refused_with_the_reason() -> None:
+    def float_signature(hashes, a, b):
+        return signature_broadcast(hashes, a, b).to(torch.float32)
+
+    message = failure_message(checks.check_minhash_signature, float_signature)
+    assert "must return an int64 tensor, got torch.float32" in message
+
+
+def test_forgotten_mod_is_named_whether_or_not_the_minimum_starts_at_p() -> None:
+    def broadcast_without_mod(hashes, a, b):
+        if len(hashes) == 0:
+            return torch.full_like(a, P)
+        return (a[:, None] * hashes[None, :] + b[:, None]).amin(dim=1)
+
+    message = failure_message(checks.check_minhash_signature, broadcast_without_mod)
+    assert diagnosed(message, checks.MINHASH_SIGNATURE.mistake("mod_forgotten").name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# lsh_candidate_pairs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_missing_refusal_names_the_case() -> None:
+    message = failure_message(checks.check_lsh_candidate_pairs, lsh_without_check)
+    assert "bands=5, rows=3 but k=12: must raise a ValueError" in message
+    assert "expected 'a ValueError (bands × rows > signature length)'" in message
+    assert diagnosed(message, checks.LSH_CANDIDATE_PAIRS.mistake("not_refused").name)
+
+
+def test_pairs_as_a_tensor_in_any_order_are_accepted() -> None:
+    def reversed_tensor(signatures, bands, rows):
+        return torch.tensor(lsh_with_dicts(signatures, bands, rows)[::-1], dtype=torch.long).reshape(-1, 2)
+
+    checks.check_lsh_candidate_pairs(reversed_tensor)
+    checks.check_lsh_candidate_pairs(reversed_tensor, hidden=True)
+
+
+def test_a_crash_on_unused_entries_reports_the_inputs() -> None:
+    def reshapes_the_whole_signature(signatures, bands, rows):
+        blocks = signatures.view(signatures.shape[0], bands, rows)
+        same = (blocks[:, None] == blocks[None]).all(-1).any(-1)
+        return torch.nonzero(torch.triu(same, 1)).tolist()
+
+    message = failure_message(checks.check_lsh_candidate_pairs, reshapes_the_whole_signature)
+    assert "raised an error on case 4 of 7" in message
+    assert "signatures [10, 14] int64, bands = 4, rows = 3" in message
+
+
+# ---------------------------------------------------------------------------------------------------
+# near_duplicate_pairs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_unverified_and_strict_at_once_name_the_missing_verification() -> None:
+    """A learner with both mistakes returns every candidate: that is the unverified output (the strict comparison
+    never runs)."""
+    def every_candidate(signatures, bands, rows, threshold):
+        return lsh_with_dicts(signatures, bands, rows)
+
+    message = failure_message(checks.check_near_duplicate_pairs, every_candidate)
+    assert diagnosed(message, checks.NEAR_DUPLICATE_PAIRS.mistake("not_verified").name)
+
+
+def test_an_empty_answer_gets_no_false_diagnosis() -> None:
+    message = failure_message(checks.check_near_duplicate_pairs, lambda signatures, bands, rows, threshold: [])
+    assert "Diagnosis" not in message and "expected shape (3, 2), got (0, 2)" in message
