@@ -84,3 +84,11 @@ def test_qwen2_layer_kinds_follow_transformers_layer_types(layers: int, max_wind
     ours = ["sliding_attention" if kinds and kind == "sliding" else "full_attention" for kind in kinds or [None] * layers]
     assert ours == list(hf.layer_types)
     assert window == hf.sliding_window
+
+
+def test_qwen_alpha_stretches_between_one_and_a_half_and_four_times_the_length_ratio() -> None:
+    """The notebook's claim: past L₀, Qwen's α is at least 1.5 and less than 4 times Hugging Face's ratio L/L₀."""
+    trained_length = 64
+    ratios = [qwen_ntk_alpha(length, trained_length) / (length / trained_length)
+              for length in range(trained_length + 1, 40 * trained_length)]
+    assert min(ratios) == pytest.approx(1.5) and max(ratios) < 4.0
