@@ -22,12 +22,12 @@ Conventions of this module:
   fits in int64 exactly, so every implementation gets the same bits. (datasketch's "legacy" scheme, its
   only one before 2.0.0, uses ``2⁶¹ − 1`` and its ``a·h`` overflows uint64, datasketch issues #99 and
   #239; 2.0.0's default "affine32" pre-mixes the hash and works modulo ``2³²``: compare *estimates*
-  with datasketch, never signatures.) The signature of the empty set is ``p`` everywhere, larger than any hash value, so
-  that ``signature(A ∪ B) = min(signature(A), signature(B))`` holds for it too.
+  with datasketch, never signatures.) The signature of the empty set is ``p`` everywhere, larger than
+  any permuted value, so that ``signature(A ∪ B) = min(signature(A), signature(B))`` holds for it too.
 * **LSH**: the first ``bands · rows ≤ k`` entries of a signature are cut into ``bands`` contiguous
   blocks of ``rows`` values (the rest is unused, as in datasketch, whose best ``(b, r)`` for 128
-  permutations and threshold 0.8 is (9, 13): 117 entries); two documents are candidates when any band is equal *in the same position*.
-  Pairs are ``(i, j)`` with ``i < j``, each once, sorted.
+  permutations and threshold 0.8 is (9, 13): 117 entries); two documents are candidates when any band
+  is equal *in the same position*. Pairs are ``(i, j)`` with ``i < j``, each once, sorted.
 * **Verification**: a candidate is kept when its estimated Jaccard similarity (the fraction of equal
   signature entries, all ``k`` of them) is ``≥ threshold``.
 """
@@ -271,7 +271,8 @@ def planted_near_duplicates(paragraphs: Sequence[str], copies: int, *, seed: int
         source = rng.randrange(len(paragraphs))
         how = rng.choice(("exact", "variant", "edited"))
         text = paragraphs[source]
-        documents.append(text if how == "exact" else _variant(text, rng) if how == "variant" else _edited(text, rng, edits))
+        copy = text if how == "exact" else _variant(text, rng) if how == "variant" else _edited(text, rng, edits)
+        documents.append(copy)
         planted.append(source)
         kind.append(how)
     return PlantedCorpus(documents, planted, kind)
