@@ -377,11 +377,92 @@ def near_duplicates_every_pair(signatures, bands, rows, threshold):
             if (signatures[i] == signatures[j]).double().mean() >= threshold]
 
 
+# ---------------------------------------------------------------------------------------------------
+# optimal_bands_rows
+# ---------------------------------------------------------------------------------------------------
+
+
+def _areas(threshold, bands, rows, points=1001):
+    below = torch.linspace(0, threshold, points, dtype=torch.float64)
+    above = torch.linspace(threshold, 1, points, dtype=torch.float64)
+    s_curve = lambda s: 1 - (1 - s**rows) ** bands  # noqa: E731
+    return torch.trapezoid(s_curve(below), below).item(), torch.trapezoid(1 - s_curve(above), above).item()
+
+
+def bands_rows_with_trapezoids(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    best, best_error = None, float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp, fn = _areas(threshold, bands, rows)
+            error = false_positive_weight * fp + false_negative_weight * fn
+            if error < best_error:
+                best, best_error = (bands, rows), error
+    return best
+
+
+def bands_rows_midpoints_in_numpy(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    choices = [(b, r) for r in range(1, num_perm + 1) for b in range(1, num_perm // r + 1)]
+    b = np.array([c[0] for c in choices], dtype=float)[:, None]
+    r = np.array([c[1] for c in choices], dtype=float)[:, None]
+    n = 2000
+    below = (np.arange(n) + 0.5) / n * threshold
+    above = threshold + (np.arange(n) + 0.5) / n * (1 - threshold)
+    fp = (1 - (1 - below[None, :] ** r) ** b).mean(axis=1) * threshold
+    fn = ((1 - above[None, :] ** r) ** b).mean(axis=1) * (1 - threshold)     # 1 - P(s) = (1 - s^r)^b
+    return choices[int(np.argmin(false_positive_weight * fp + false_negative_weight * fn))]
+
+
+def _bands_rows_by(error_of, num_perm, exact=False):
+    best, best_error = None, float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            if exact and bands * rows != num_perm:
+                continue
+            error = error_of(bands, rows)
+            if error < best_error:
+                best, best_error = (bands, rows), error
+    return best
+
+
+def bands_rows_divisors_only(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    def error(bands, rows):
+        fp, fn = _areas(threshold, bands, rows)
+        return false_positive_weight * fp + false_negative_weight * fn
+    return _bands_rows_by(error, num_perm, exact=True)
+
+
+def bands_rows_weights_swapped(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    def error(bands, rows):
+        fp, fn = _areas(threshold, bands, rows)
+        return false_negative_weight * fp + false_positive_weight * fn
+    return _bands_rows_by(error, num_perm)
+
+
+def bands_rows_wrong_sides(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    def error(bands, rows):
+        below = torch.linspace(0, threshold, 1001, dtype=torch.float64)
+        above = torch.linspace(threshold, 1, 1001, dtype=torch.float64)
+        p_above = 1 - (1 - above**rows) ** bands
+        p_below = 1 - (1 - below**rows) ** bands
+        fp = torch.trapezoid(p_above, above).item()
+        fn = torch.trapezoid(1 - p_below, below).item()
+        return false_positive_weight * fp + false_negative_weight * fn
+    return _bands_rows_by(error, num_perm)
+
+
+def bands_rows_s_curve_transposed(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    def error(bands, rows):
+        fp, fn = _areas(threshold, rows, bands)      # 1 - (1 - s**bands)**rows
+        return false_positive_weight * fp + false_negative_weight * fn
+    return _bands_rows_by(error, num_perm)
+
+
 CORRECT = {
     "exact_dedup": [dedup_with_sha1, dedup_with_dict_and_regex, dedup_as_tensor],
     "minhash_signature": [signature_broadcast, signature_loop, signature_python_ints],
     "lsh_candidate_pairs": [lsh_with_dicts, lsh_vectorised, lsh_one_table_keyed_by_band],
     "near_duplicate_pairs": [near_duplicates_loop, near_duplicates_counting],
+    "optimal_bands_rows": [bands_rows_with_trapezoids, bands_rows_midpoints_in_numpy],
 }
 
 MISTAKES = {
@@ -423,5 +504,11 @@ MISTAKES = {
         "strict_threshold": near_duplicates_strict,
         "fraction_of_bands": near_duplicates_band_fraction,
         "every_pair_verified": near_duplicates_every_pair,
+    },
+    "optimal_bands_rows": {
+        "exact_tiling_only": bands_rows_divisors_only,
+        "weights_swapped": bands_rows_weights_swapped,
+        "sides_swapped": bands_rows_wrong_sides,
+        "result_swapped": bands_rows_s_curve_transposed,
     },
 }

@@ -60,6 +60,7 @@ __all__ = [
     "lsh_candidate_pairs",
     "near_duplicate_pairs",
     "candidate_probability",
+    "weighted_lsh_error",
     "optimal_bands_rows",
     "PlantedCorpus",
     "planted_near_duplicates",
@@ -206,19 +207,26 @@ def _integral(function, low: float, high: float, points: int = 2001) -> float:
     return torch.trapezoid(function(grid), grid).item()
 
 
+def weighted_lsh_error(threshold: float, bands: int, rows: int, false_positive_weight: float = 0.5,
+                       false_negative_weight: float = 0.5) -> float:
+    """The weighted areas of the S-curve ``P`` of ``(bands, rows)`` on the wrong side of ``threshold``:
+    ``false_positive_weight · ∫₀ᵗ P(s) ds + false_negative_weight · ∫ₜ¹ (1 − P(s)) ds`` (trapezoid rule)."""
+    false_positive = _integral(lambda s: candidate_probability(s, bands, rows), 0.0, threshold)
+    false_negative = _integral(lambda s: 1 - candidate_probability(s, bands, rows), threshold, 1.0)
+    return false_positive_weight * false_positive + false_negative_weight * false_negative
+
+
 def optimal_bands_rows(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                        false_negative_weight: float = 0.5) -> tuple[int, int]:
-    """The ``(bands, rows)`` with ``bands · rows ≤ num_perm`` minimising the weighted areas of false positives
-    (∫₀ᵗ P(s) ds) and false negatives (∫ₜ¹ 1 − P(s) ds) of the S-curve ``P``: datasketch's ``_optimal_param``
-    criterion (it integrates with scipy; here the trapezoid rule on 2001 points)."""
+    """The ``(bands, rows)`` with ``bands · rows ≤ num_perm`` minimising :func:`weighted_lsh_error`:
+    datasketch's ``_optimal_param`` criterion (it integrates with scipy; here the trapezoid rule on
+    2001 points). The first minimum in the order bands = 1, 2, …, then rows = 1, 2, … wins."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     best, best_error = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            false_positive = _integral(lambda s: candidate_probability(s, bands, rows), 0.0, threshold)
-            false_negative = _integral(lambda s: 1 - candidate_probability(s, bands, rows), threshold, 1.0)
-            error = false_positive_weight * false_positive + false_negative_weight * false_negative
+            error = weighted_lsh_error(threshold, bands, rows, false_positive_weight, false_negative_weight)
             if error < best_error:
                 best, best_error = (bands, rows), error
     return best

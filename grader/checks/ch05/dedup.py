@@ -1,5 +1,6 @@
 """Exercises of notebook 08_data_dedup_and_vocabulary (SYLLABUS L17): exact deduplication after
-normalisation, the MinHash signature, LSH banding into candidate pairs, and verified near-duplicates.
+normalisation, the MinHash signature, LSH banding into candidate pairs, verified near-duplicates, and the
+choice of (bands, rows) for a threshold.
 
 The learner's functions return Python lists (indices, pairs); each is turned into an int64 tensor
 (``adapt``) so that a difference is reported as "first difference at index …". Every mistake is the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import unicodedata
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
@@ -27,10 +29,12 @@ __all__ = [
     "MINHASH_SIGNATURE",
     "LSH_CANDIDATE_PAIRS",
     "NEAR_DUPLICATE_PAIRS",
+    "OPTIMAL_BANDS_ROWS",
     "check_exact_dedup",
     "check_minhash_signature",
     "check_lsh_candidate_pairs",
     "check_near_duplicate_pairs",
+    "check_optimal_bands_rows",
 ]
 
 P = MERSENNE_PRIME_31
@@ -625,3 +629,120 @@ NEAR_DUPLICATE_PAIRS = register(Exercise(
 ))
 check_near_duplicate_pairs = NEAR_DUPLICATE_PAIRS.check
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Choosing (bands, rows) for a threshold
+# --------------------------------------------------------------------------------------------------
+
+NEAR_TIE = 1e-5
+"""Two choices whose weighted errors differ by less than this are a tie: numerical integrators disagree at
+about this level, so a learner's other choice of a tie is replaced by the reference's before comparing."""
+
+
+def _bands_rows_variant(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                        false_negative_weight: float = 0.5, *, exact_tiling: bool = False,
+                        weights_swapped: bool = False, sides_swapped: bool = False,
+                        result_swapped: bool = False) -> tuple[int, int]:
+    fp_weight, fn_weight = ((false_negative_weight, false_positive_weight) if weights_swapped
+                            else (false_positive_weight, false_negative_weight))
+    best, best_error = (1, 1), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            if exact_tiling and bands * rows != num_perm:
+                continue
+            if sides_swapped:  # the positives counted above the threshold, the negatives below it
+                error = (fp_weight * (1 - threshold - reference_dedup.weighted_lsh_error(threshold, bands, rows, 0, 1))
+                         + fn_weight * (threshold - reference_dedup.weighted_lsh_error(threshold, bands, rows, 1, 0)))
+            else:
+                error = reference_dedup.weighted_lsh_error(threshold, bands, rows, fp_weight, fn_weight)
+            if error < best_error:
+                best, best_error = (bands, rows), error
+    return (best[1], best[0]) if result_swapped else best
+
+
+_best_bands_rows = lru_cache(maxsize=None)(_bands_rows_variant)
+
+
+def _bands_rows_reference(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                          false_negative_weight: float = 0.5) -> tuple[int, int]:
+    return _best_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight)
+
+
+def _bands_rows(**knobs: Any) -> Callable[..., tuple[int, int]]:
+    return lambda threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5: _bands_rows_variant(
+        threshold, num_perm, false_positive_weight, false_negative_weight, **knobs)
+
+
+def _adapt_bands_rows(learner: Callable[..., Any]) -> Callable[..., Any]:
+    def adapted(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
+                false_negative_weight: float = 0.5) -> Any:
+        got = learner(threshold, num_perm, false_positive_weight, false_negative_weight)
+        if isinstance(got, Tensor):
+            got = got.tolist()
+        if not (isinstance(got, (tuple, list)) and len(got) == 2
+                and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in got)):
+            return got
+        bands, rows = int(got[0]), int(got[1])
+        if bands < 1 or rows < 1 or bands * rows > num_perm:
+            return bands, rows
+        best = _best_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight)
+        weights = (false_positive_weight, false_negative_weight)
+        best_error = reference_dedup.weighted_lsh_error(threshold, *best, *weights)
+        if reference_dedup.weighted_lsh_error(threshold, bands, rows, *weights) <= best_error + NEAR_TIE:
+            return best
+        return bands, rows
+    return adapted
+
+
+def _bands_rows_cases(random: CaseRandom, hidden: bool) -> list[Case]:
+    cases = [
+        Case("threshold=0.8, num_perm=128 (datasketch: b=9, r=13)", (0.8, 128)),
+        Case("threshold=0.5, num_perm=128", (0.5, 128)),
+        Case("threshold=0.9, num_perm=128", (0.9, 128)),
+        Case("threshold=0.7, num_perm=64, false_positive_weight=0.3, false_negative_weight=0.7", (0.7, 64, 0.3, 0.7)),
+    ]
+    if hidden:
+        threshold = round(0.55 + 0.3 * float(random.uniform((1,))), 2)
+        cases += [Case(f"threshold={threshold}, num_perm=100", (threshold, 100)),
+                  Case("threshold=0.75, num_perm=96, false_positive_weight=0.8, false_negative_weight=0.2",
+                       (0.75, 96, 0.8, 0.2))]
+    return cases
+
+
+OPTIMAL_BANDS_ROWS = register(Exercise(
+    id="optimal_bands_rows",
+    title="optimal_bands_rows",
+    syllabus=("L17",),
+    reference=_bands_rows_reference,
+    adapt=_adapt_bands_rows,
+    cases=_bands_rows_cases,
+    mistakes=[
+        Mistake("exact_tiling_only", "only choices with bands × rows = num_perm are tried",
+                "the bands may leave entries unused: every b·r ≤ num_perm is a candidate (datasketch's best choice "
+                "at 0.8 uses 117 of 128 entries).",
+                "for bands in range(1, num_perm + 1): for rows in range(1, num_perm // bands + 1): …",
+                output=_bands_rows(exact_tiling=True)),
+        Mistake("weights_swapped", "the weights are swapped: false_positive_weight multiplies the false-negative area",
+                "the false-positive area is ∫₀ᵗ P(s) ds (pairs below the threshold that become candidates), the "
+                "false-negative area ∫ₜ¹ (1 − P(s)) ds; each has its own weight.",
+                "error = false_positive_weight * fp_area + false_negative_weight * fn_area.",
+                output=_bands_rows(weights_swapped=True)),
+        Mistake("sides_swapped", "the areas are taken on the wrong side of the threshold",
+                "a false positive is a pair *below* the threshold that LSH proposes: integrate P from 0 to t; a false "
+                "negative is a pair *above* it that LSH misses: integrate 1 − P from t to 1.",
+                "fp_area = ∫ from 0 to threshold of P(s); fn_area = ∫ from threshold to 1 of 1 − P(s).",
+                output=_bands_rows(sides_swapped=True)),
+        Mistake("result_swapped", "(rows, bands) is returned instead of (bands, rows)",
+                "the S-curve of b bands of r rows is 1 − (1 − s^r)^b: return the number of bands first.",
+                "return bands, rows — and check that P(s) = 1 - (1 - s**rows)**bands.",
+                output=_bands_rows(result_swapped=True)),
+    ],
+    forbidden={reference_dedup.optimal_bands_rows: "llmcore.data.dedup.optimal_bands_rows"},
+    delegation=lambda threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5:
+        reference_dedup.optimal_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight),
+    output_names=("bands", "rows"),
+    fallback_hint="for every bands, rows with bands * rows <= num_perm: P = lambda s: 1 - (1 - s**rows)**bands; "
+                  "error = w_fp * ∫₀ᵗ P + w_fn * ∫ₜ¹ (1 − P) (torch.trapezoid on a fine grid); keep the smallest.",
+))
+check_optimal_bands_rows = OPTIMAL_BANDS_ROWS.check
