@@ -123,3 +123,30 @@ def test_unverified_and_strict_at_once_name_the_missing_verification() -> None:
 def test_an_empty_answer_gets_no_false_diagnosis() -> None:
     message = failure_message(checks.check_near_duplicate_pairs, lambda signatures, bands, rows, threshold: [])
     assert "Diagnosis" not in message and "expected shape (3, 2), got (0, 2)" in message
+
+
+# ---------------------------------------------------------------------------------------------------
+# optimal_bands_rows
+# ---------------------------------------------------------------------------------------------------
+
+
+def _coarse_search(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5, points=101):
+    below = torch.linspace(0, threshold, points, dtype=torch.float64)
+    above = torch.linspace(threshold, 1, points, dtype=torch.float64)
+    errors = {}
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            errors[(bands, rows)] = (false_positive_weight * torch.trapezoid(1 - (1 - below**rows) ** bands, below)
+                                     + false_negative_weight * torch.trapezoid((1 - above**rows) ** bands, above)).item()
+    return min(errors, key=errors.get)
+
+
+def test_a_coarser_integration_and_other_return_types_are_accepted() -> None:
+    checks.check_optimal_bands_rows(_coarse_search)
+    checks.check_optimal_bands_rows(lambda *args: list(_coarse_search(*args)), hidden=True)
+    checks.check_optimal_bands_rows(lambda *args: torch.tensor(_coarse_search(*args)))
+
+
+def test_a_choice_beyond_num_perm_is_reported_as_it_is() -> None:
+    message = failure_message(checks.check_optimal_bands_rows, lambda threshold, num_perm, *weights: (20, 20))
+    assert "case 1 of 4" in message and "bands: expected 9, got 20" in message

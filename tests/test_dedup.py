@@ -183,3 +183,13 @@ def test_planted_copies_are_found() -> None:
     found = set(dedup.near_duplicate_pairs(signatures, 9, 13, 0.8))
     edited = [(source, i) for i, (source, kind) in enumerate(zip(corpus.planted, corpus.kind)) if kind == "edited"]
     assert edited and sum(pair in found for pair in edited) >= 0.8 * len(edited)
+
+
+@pytest.mark.parametrize("threshold,bands,rows", [(0.5, 25, 5), (0.8, 9, 13), (0.9, 5, 25), (0.3, 1, 1), (0.7, 40, 3)])
+def test_weighted_error_equals_datasketchs_integrals(threshold: float, bands: int, rows: int) -> None:
+    """datasketch integrates the same two areas with scipy.integrate.quad."""
+    from datasketch.lsh import _false_negative_probability, _false_positive_probability
+    assert dedup.weighted_lsh_error(threshold, bands, rows, 1.0, 0.0) == pytest.approx(
+        _false_positive_probability(threshold, bands, rows), abs=1e-6)
+    assert dedup.weighted_lsh_error(threshold, bands, rows, 0.0, 1.0) == pytest.approx(
+        _false_negative_probability(threshold, bands, rows), abs=1e-6)
