@@ -100,3 +100,12 @@ def test_deepnorm_wrong_shape_sublayer_use_is_reported_with_inputs():
     with pytest.raises(CheckFailure) as info:
         check_deepnorm_residual(returns_the_norm_only)
     assert "expected shape (2, 3, 8), got (2, 3, 7)" in str(info.value)
+
+
+def test_two_mistakes_in_different_values_still_get_one_named():
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(lambda *args: _infilling_with(*args, positions="continue", block_start=0))
+    assert info.value.mistake_id == "positions_continue", str(info.value)
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(lambda *args: _infilling_with(*args, copy_inputs=True, block_start=0))
+    assert info.value.mistake_id in ("block_positions_from_zero", "targets_not_shifted"), str(info.value)

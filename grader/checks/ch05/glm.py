@@ -27,7 +27,7 @@ from llmcore import masks as reference_masks
 from llmcore.data import glm_infilling as reference_infilling
 
 from ..cases import CaseRandom
-from ..framework import Case, CheckFailure, Mistake
+from ..framework import Case, Mistake, describe_mismatch
 from ..spec import Exercise, register
 from ..watchers import DelegationWatch
 
@@ -269,6 +269,21 @@ class _ShuffledExercise(Exercise):
     def _run(self, learner: Any, *, hidden: bool, watch: bool) -> None:
         super()._run(learner, hidden=hidden, watch=watch)
         self._test_order(learner, watch)
+
+    def _diagnose(self, run: Any, expected: Any, got: Any) -> list[Mistake]:
+        """Whole-output matches first; then a mistake whose every wrong returned value the learner
+        reproduces, so that two mistakes in different values (positions and block positions) still
+        get one of them named."""
+        found = super()._diagnose(run, expected, got)
+        if found or not isinstance(got, tuple) or len(got) != len(expected):
+            return found
+        for mistake, wrong, raised in self._mistake_runs(run):
+            if raised is not None:
+                continue
+            differing = [i for i, (w, e) in enumerate(zip(wrong, expected)) if describe_mismatch(e, w) is not None]
+            if differing and all(describe_mismatch(wrong[i], got[i]) is None for i in differing):
+                return [mistake]
+        return []
 
     def _test_order(self, learner: Callable, watch: bool) -> None:
         tokens = torch.arange(10, 22)
