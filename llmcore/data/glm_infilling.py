@@ -134,7 +134,9 @@ def glm_span_length_probabilities(poisson_lambda: float = 3.0, max_length: int =
     ``poisson(3, 40)``). Entry ``k − 1`` is ``λᵏ e^{−λ} / k!`` divided by the sum over ``1 … max_length``.
     """
     if poisson_lambda <= 0 or max_length < 1:
-        raise ValueError(f"glm_span_length_probabilities: need λ > 0 and max_length >= 1, got {poisson_lambda}, {max_length}")
+        raise ValueError(
+            f"glm_span_length_probabilities: need λ > 0 and max_length >= 1, got {poisson_lambda}, {max_length}"
+        )
     k = torch.arange(1, max_length + 1, dtype=torch.float64)
     log_pmf = k * math.log(poisson_lambda) - poisson_lambda - torch.lgamma(k + 1)
     pmf = log_pmf.exp()

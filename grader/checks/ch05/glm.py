@@ -121,7 +121,8 @@ def _infilling(tokens: Tensor, spans: list[tuple[int, int]], mask_id: int, start
         span = ids[start:end]
         block_inputs = [start_id, *span] if start_token else span
         inputs += block_inputs
-        target_ids += block_inputs if targets == "inputs" else [*span[1:], end_id] if not start_token else [*span, end_id]
+        # each input predicts the next one, the last predicts [E] (or, with the mistake, copies itself)
+        target_ids += block_inputs if targets == "inputs" else [*block_inputs[1:], end_id]
         if positions == "mask":
             where = mask_index[number]
         elif positions == "original":
@@ -174,6 +175,8 @@ def _infilling_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         _infilling_case(random, "20 tokens, 5 spans", 20, [(1, 2), (4, 7), (9, 10), (12, 16), (18, 20)]),
         _infilling_case(random, "7 tokens, 2 spans of one token [3, 4) [5, 6)", 7, [(3, 4), (5, 6)]),
         _infilling_case(random, "30 tokens, 3 spans of 5", 30, [(2, 7), (11, 16), (22, 27)]),
+        _infilling_case(random, "8 tokens, touching spans [2, 3) [3, 5): two [MASK]s in a row", 8,
+                        [(2, 3), (3, 5)]),
     ]
 
 
@@ -300,7 +303,8 @@ class _ShuffledExercise(Exercise):
             first = next(i for i, (a, b) in enumerate(zip(again, drawn)) if a != b)
             raise self._failure(
                 f"✘ {self.title}: every case is right, but in {where}:",
-                [f"    seed {ORDER_TEST_SEEDS[first]} gave the order {list(drawn[first])} and then {list(again[first])}"],
+                [f"    seed {ORDER_TEST_SEEDS[first]} gave the order {list(drawn[first])}, "
+                 f"then {list(again[first])}"],
                 [IGNORES_GENERATOR], 0)
         orders = sorted({tuple(p) for p in _permutations(3)})
         counts = [drawn.count(order) for order in orders]
@@ -311,7 +315,8 @@ class _ShuffledExercise(Exercise):
             raise self._failure(
                 f"✘ {self.title}: every case is right, but the Part B order is not uniformly random in {where}:",
                 [f"    times each order came up (30 expected each): {table}",
-                 f"    chi-square = {statistic:.1f} with 5 degrees of freedom, p = {p:.2g} (must be > {ORDER_TEST_P_VALUE:g})"],
+                 f"    chi-square = {statistic:.1f} with 5 degrees of freedom, p = {p:.2g} "
+                 f"(must be > {ORDER_TEST_P_VALUE:g})"],
                 diagnosis, 0)
         print(f"✔ {self.title}: the Part B order is uniform over the 6 orders of 3 spans "
               f"({len(drawn)} draws, p = {p:.2f}) and reproducible from the generator's seed.")
@@ -447,8 +452,8 @@ GLM_ATTENTION_MASK = register(Exercise(
     },
     delegation=_reference_glm_mask,
     output_names=("mask",),
-    fallback_hint="q = torch.arange(L).view(1, L, 1), k = torch.arange(L).view(1, 1, L), A = part_a_lengths.view(B, 1, 1); "
-                  "return (k < A) | (k <= q).",
+    fallback_hint="q = torch.arange(L).view(1, L, 1), k = torch.arange(L).view(1, 1, L), "
+                  "A = part_a_lengths.view(B, 1, 1); return (k < A) | (k <= q).",
 ))
 check_glm_attention_mask = GLM_ATTENTION_MASK.check
 
@@ -466,7 +471,8 @@ def _sublayer(d_model: int, dtype: torch.dtype, seed: int) -> nn.Module:
     """A small GELU MLP (ChatGLM-6B's FFN, narrowed) with fixed random weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mlp = nn.Sequential(nn.Linear(d_model, 3 * d_model), nn.GELU(approximate="tanh"), nn.Linear(3 * d_model, d_model))
+        mlp = nn.Sequential(nn.Linear(d_model, 3 * d_model), nn.GELU(approximate="tanh"),
+                            nn.Linear(3 * d_model, d_model))
     return mlp.to(dtype)
 
 
@@ -604,7 +610,8 @@ def _shrink_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         return [
             case("x [B=2, L=3, d=5], float32, α = 0.1 (GLM-130B)", (2, 3, 5), torch.float32, 0.1),
             case("x [B=1, L=4, d=6], float64, α = 0.25", (1, 4, 6), torch.float64, 0.25),
-            case("x [L=3, d=7], float32, α = 1 (no shrink: the gradient passes unchanged)", (3, 7), torch.float32, 1.0),
+            case("x [L=3, d=7], float32, α = 1 (no shrink: the gradient passes unchanged)", (3, 7), torch.float32,
+                 1.0),
         ]
     return [
         case("x [B=3, L=2, d=9], float64, α = 0.1", (3, 2, 9), torch.float64, 0.1),
