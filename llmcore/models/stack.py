@@ -17,6 +17,7 @@ from .. import masks
 from ..alibi import alibi_bias, alibi_slopes
 from ..attention import MultiHeadAttention
 from ..cache import CrossAttentionCache, LayerKVCache
+from ..deepnorm import deepnorm_residual
 from ..embeddings import shrink_embedding_gradient
 from ..ffn import FeedForward, GatedFeedForward, optional_dropout
 from ..long_context import logn_scale
@@ -128,9 +129,12 @@ class TransformerLayer(nn.Module):
         if self.block == "post":
             out = fn(x, *args, **kwargs)
             return norm(x + self._dropped(out if out_norm is None else out_norm(out)))
-        normed = norm(x)
-        out = fn(normed, *args, **kwargs)
-        return normed * self.alpha + self._dropped(out if out_norm is None else out_norm(out))
+
+        def branch(normed: Tensor) -> Tensor:
+            out = fn(normed, *args, **kwargs)
+            return self._dropped(out if out_norm is None else out_norm(out))
+
+        return deepnorm_residual(x, branch, norm, self.alpha)
 
     def forward(
         self,
