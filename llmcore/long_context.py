@@ -33,6 +33,8 @@ def qwen_ntk_alpha(length: int, trained_length: int) -> int:
     ``α = max(2^⌈log₂(L/L₀) + 1⌉ − 1, 1)``: 1 up to ``L₀``, then 3 up to ``2L₀``, 7 up to ``4L₀`` …
     (for ``L₀ = 2048``: 1 up to 2048, 3 from 2049, 7 from 4097).
     """
+    if length < 1 or trained_length < 1:
+        raise ValueError(f"qwen_ntk_alpha: length and trained_length must be positive, got {length} and {trained_length}")
     context_value = math.log(length / trained_length, 2) + 1
     return max(2 ** math.ceil(context_value) - 1, 1)
 

@@ -68,6 +68,12 @@ def test_logn_scale_equals_qwens_table(trained_length: int) -> None:
     torch.testing.assert_close(logn_scale(torch.arange(length).view(1, -1), trained_length)[0], expected.float())
 
 
+@pytest.mark.parametrize(("length", "trained_length"), [(0, 2048), (16, 0)])
+def test_qwen_ntk_alpha_names_a_length_that_is_not_positive(length: int, trained_length: int) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        qwen_ntk_alpha(length, trained_length)
+
+
 def test_logn_scale_refuses_a_trained_length_without_a_logarithm_base() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         logn_scale(torch.arange(4), 1)
