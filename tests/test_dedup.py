@@ -193,3 +193,10 @@ def test_weighted_error_equals_datasketchs_integrals(threshold: float, bands: in
         _false_positive_probability(threshold, bands, rows), abs=1e-6)
     assert dedup.weighted_lsh_error(threshold, bands, rows, 0.0, 1.0) == pytest.approx(
         _false_negative_probability(threshold, bands, rows), abs=1e-6)
+
+
+@pytest.mark.parametrize(("bands", "rows", "message"), [(0, 4, "at least 1"), (4, 0, "at least 1"), (5, 4, "exceeds")])
+def test_banding_names_what_is_wrong_with_bands_and_rows(bands: int, rows: int, message: str) -> None:
+    signatures = torch.zeros(3, 16, dtype=torch.int64)
+    with pytest.raises(ValueError, match=message):
+        dedup.lsh_candidate_pairs(signatures, bands, rows)

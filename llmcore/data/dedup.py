@@ -162,7 +162,9 @@ def estimated_jaccard(first: Tensor, second: Tensor) -> Tensor:
 def _check_banding(signatures: Tensor, bands: int, rows: int) -> None:
     if signatures.dim() != 2:
         raise ValueError(f"signatures must be [N, k], got shape {tuple(signatures.shape)}")
-    if bands < 1 or rows < 1 or bands * rows > signatures.shape[1]:
+    if bands < 1 or rows < 1:
+        raise ValueError(f"bands and rows must be at least 1, got {bands} and {rows}")
+    if bands * rows > signatures.shape[1]:
         raise ValueError(f"bands × rows exceeds the signature length: {bands} × {rows} > {signatures.shape[1]}")
 
 
