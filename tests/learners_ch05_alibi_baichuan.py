@@ -100,9 +100,41 @@ def slopes_sorted(n_heads):
     return alibi_slopes(n_heads).sort().values
 
 
+def slopes_sorted_descending(n_heads):
+    closest = 2 ** math.floor(math.log2(n_heads))
+    slopes = [2 ** (-8 * h / closest) for h in range(1, closest + 1)]
+    slopes += [2 ** (-4 * (2 * i + 1) / closest) for i in range(n_heads - closest)]
+    return torch.tensor(sorted(slopes, reverse=True))
+
+
+def alibi_slopes_as_numpy_array(n_heads):
+    """numpy all the way, and the array returned as it is."""
+    closest = 2 ** int(np.floor(np.log2(n_heads)))
+    first = 2.0 ** (-8.0 * np.arange(1, closest + 1) / closest)
+    extra = 2.0 ** (-4.0 * np.arange(1, 2 * (n_heads - closest), 2) / closest)
+    return np.concatenate([first, extra])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Causal attention with ALiBi
 # ---------------------------------------------------------------------------------------------------
+
+
+def alibi_attention_bias_without_grad(q, k, v, slopes):
+    """The bias is a constant: built under no_grad, the causal mask folded into it."""
+    L, S, D = q.shape[-2], k.shape[-2], q.shape[-1]
+    with torch.no_grad():
+        q_pos, k_pos = torch.arange(S - L, S)[:, None], torch.arange(S)[None, :]
+        bias = (-slopes.view(-1, 1, 1) * (q_pos - k_pos)).masked_fill(k_pos > q_pos, float("-inf"))
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D) + bias, dim=-1) @ v
+
+
+def alibi_attention_infinite_distance(q, k, v, slopes):
+    """The future is infinitely far: −slopes · inf = −inf masks it (0 · inf would be NaN in a slopes gradient)."""
+    L, S, D = q.shape[-2], k.shape[-2], q.shape[-1]
+    distance = (torch.arange(S - L, S)[:, None] - torch.arange(S)[None, :]).to(q.dtype)
+    distance = distance.masked_fill(distance < 0, float("inf"))
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D) - slopes.view(-1, 1, 1) * distance, -1) @ v
 
 
 def alibi_attention(q, k, v, slopes):
@@ -308,6 +340,15 @@ def max_z_loss(logits, weight=2e-4, mask=None):
     return weight * (z**2 * mask).sum() / mask.sum().clamp(min=1)
 
 
+def z_loss_padding_minus_inf(logits, weight=2e-4, mask=None):
+    if mask is not None:
+        logits = logits.masked_fill(~mask.bool()[..., None], float("-inf"))
+    z = logits.amax(dim=-1)
+    if mask is None:
+        return weight * (z**2).mean()
+    return weight * (z**2 * mask).sum() / mask.sum().clamp(min=1)
+
+
 def max_z_loss_where(logits, weight=2e-4, mask=None):
     """Padding selected away with boolean indexing; no real token at all returns a zero."""
     squared = logits.amax(-1).square()
@@ -388,8 +429,9 @@ def z_loss_divides_by_zero(logits, weight=2e-4, mask=None):
 
 
 CORRECT = {
-    "alibi_slopes": [alibi_slopes, alibi_slopes_numpy, alibi_slopes_recursive],
-    "alibi_attention": [alibi_attention, alibi_attention_einsum, alibi_attention_sdpa],
+    "alibi_slopes": [alibi_slopes, alibi_slopes_numpy, alibi_slopes_recursive, alibi_slopes_as_numpy_array],
+    "alibi_attention": [alibi_attention, alibi_attention_einsum, alibi_attention_sdpa,
+                        alibi_attention_bias_without_grad, alibi_attention_infinite_distance],
     "norm_head": [NormHead, NormHeadEinsum, NormHeadMatmul],
     "max_z_loss": [max_z_loss, max_z_loss_where, max_z_loss_sorted],
 }
@@ -404,6 +446,7 @@ MISTAKES = {
         "ratio_from_n": slopes_ratio_from_n,
         "starts_at_one": slopes_starting_at_one,
         "reversed": slopes_sorted,
+        "sorted_descending": slopes_sorted_descending,
     },
     "alibi_attention": {
         "bias_positive": attention_bias_positive,
@@ -435,5 +478,6 @@ MISTAKES = {
         "global_max": z_loss_global_max,
         "max_over_positions": z_loss_max_dim1,
         "nan_without_real_tokens": z_loss_divides_by_zero,
+        "padding_minus_inf": z_loss_padding_minus_inf,
     },
 }

@@ -13,6 +13,7 @@ over the real tokens (``mask`` true), 0 when there are none.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -44,22 +45,32 @@ __all__ = [
 # ALiBi slopes for any number of heads: alibi_slopes(n_heads) -> [n_heads]
 # --------------------------------------------------------------------------------------------------
 
+def _is_numpy_array(value: Any) -> bool:
+    """A numpy array, recognised without importing numpy (the checks need only torch)."""
+    return type(value).__name__ == "ndarray" and type(value).__module__ == "numpy"
+
+
 def _as_float32(learner: Callable[[int], Any]) -> Callable[[int], Any]:
     """Slopes computed in float64 or returned as a list are fine: compare them as float32 tensors."""
 
     def slopes(n_heads: int) -> Any:
         result = learner(n_heads)
+        if _is_numpy_array(result) and result.dtype.kind in "fiu":
+            return torch.as_tensor(result).to(torch.float32)
         if isinstance(result, Tensor) and result.is_floating_point():
             return result.float()
-        if isinstance(result, (list, tuple)) and all(isinstance(s, (int, float)) for s in result):
-            return torch.tensor(result, dtype=torch.float32)
+        if isinstance(result, (list, tuple)) and all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool)
+                or (isinstance(s, Tensor) or _is_numpy_array(s)) and s.ndim == 0 for s in result):
+            return torch.tensor([float(s) for s in result], dtype=torch.float32)
         return result
 
     return slopes
 
 
 def _slopes_variant(*, naive: bool = False, extra: str = "every_other", first_power: int = 1,
-                    ratio_from_n: bool = False, reverse: bool = False) -> Callable[[int], Tensor]:
+                    ratio_from_n: bool = False, reverse: bool = False,
+                    sort_descending: bool = False) -> Callable[[int], Tensor]:
     """BLOOM's slopes with one knob turned; every mistake is one setting."""
 
     def slopes(n_heads: int) -> Tensor:
@@ -81,6 +92,8 @@ def _slopes_variant(*, naive: bool = False, extra: str = "every_other", first_po
             }[extra][:remaining]
         if reverse:
             values = values[::-1]
+        if sort_descending:
+            values = sorted(values, reverse=True)
         return torch.tensor(values, dtype=torch.float32)
 
     return slopes
@@ -167,6 +180,14 @@ ALIBI_SLOPES_MISTAKES = [
         "return the slopes as computed, steepest first; do not sort or flip them.",
         output=_slopes_variant(reverse=True),
     ),
+    Mistake(
+        "sorted_descending",
+        "all the slopes are sorted in decreasing order: the extra heads' slopes are moved between the first P",
+        "the P slopes of a P-head model come first, in their order, and the n − P extra slopes are appended after "
+        "them (they lie between the first ones, so the whole list is not sorted when n is not a power of two).",
+        "return the P slopes followed by the extra ones, as computed; no sorted(...).",
+        output=_slopes_variant(sort_descending=True),
+    ),
 ]
 
 
@@ -191,11 +212,24 @@ check_alibi_slopes = ALIBI_SLOPES.check
 # --------------------------------------------------------------------------------------------------
 
 def _reference_alibi_attention(q: Tensor, k: Tensor, v: Tensor, slopes: Tensor) -> Tensor:
-    """llmcore's attention with llmcore's bias; the queries are the last L of the S positions."""
+    """llmcore's attention with llmcore's bias; the queries are the last L of the S positions. The slopes are
+    constants (no gradient is checked for them)."""
+    slopes = slopes.detach()
     q_len, kv_len = q.shape[-2], k.shape[-2]
     bias = reference_alibi.alibi_bias(slopes, q_len, kv_len, q_offset=kv_len - q_len).to(q.dtype)
     mask = llmcore.dense_mask(llmcore.causal_mask, 1, 1, q_len, kv_len, q_offset=kv_len - q_len)
     return llmcore.scaled_dot_product_attention(q, k, v, mask, bias)
+
+
+def _constant_slopes(learner: Callable[..., Any]) -> Callable[..., Any]:
+    """ALiBi's slopes are constants, not parameters: the learner gets them detached, so that a bias built under
+    no_grad, or with −inf distances (0 · inf = NaN in a slopes gradient), is fine; only q, k and v's gradients
+    are compared."""
+
+    def attend(q: Tensor, k: Tensor, v: Tensor, slopes: Any) -> Any:
+        return learner(q, k, v, slopes.detach() if isinstance(slopes, Tensor) else slopes)
+
+    return attend
 
 
 def _attention_variant(*, sign: float = -1.0, after_softmax: bool = False, mask: str = "offset",
@@ -241,14 +275,14 @@ def _attention_cases(random: CaseRandom, hidden: bool) -> list[Case]:
             _attention_case(random, "q [B=2, H=3, L=5, D=4], k/v [S=5], float32 (a prompt)", 2, 3, 5, 5, 4, torch.float32),
             _attention_case(random, "q [B=1, H=4, L=3, D=6] at positions 4…6, k/v [S=7] (a KV cache), float32",
                             1, 4, 3, 7, 6, torch.float32),
-            _attention_case(random, "q [B=2, H=5, L=4, D=3] at positions 2…5, k/v [S=6], float64, gradients",
+            _attention_case(random, "q [B=2, H=5, L=4, D=3] at positions 2…5, k/v [S=6], float64, gradients of q, k, v",
                             2, 5, 4, 6, 3, torch.float64, gradients=True),
             _attention_case(random, "one decoding step: q [B=3, H=2, L=1, D=8] at position 8, k/v [S=9], float32",
                             3, 2, 1, 9, 8, torch.float32),
         ]
     return [
         _attention_case(random, "q [B=2, H=12, L=10, D=16], k/v [S=10], float32", 2, 12, 10, 10, 16, torch.float32),
-        _attention_case(random, "q [B=1, H=6, L=5, D=7] at positions 15…19, k/v [S=20], float64, gradients",
+        _attention_case(random, "q [B=1, H=6, L=5, D=7] at positions 15…19, k/v [S=20], float64, gradients of q, k, v",
                         1, 6, 5, 20, 7, torch.float64, gradients=True),
         _attention_case(random, "one decoding step: q [B=2, H=8, L=1, D=4] at position 30, k/v [S=31], float64",
                         2, 8, 1, 31, 4, torch.float64),
@@ -315,6 +349,7 @@ ALIBI_ATTENTION = register(Exercise(
     id="alibi_attention",
     syllabus=("L11",),
     reference=_reference_alibi_attention,
+    adapt=_constant_slopes,
     cases=_attention_cases,
     mistakes=ALIBI_ATTENTION_MISTAKES,
     forbidden={reference_alibi.alibi_bias: "llmcore.alibi_bias"},
@@ -542,6 +577,16 @@ def _is_nan_where_finite(got: Any, expected: Any) -> bool:
         and not bool(expected.isnan().any())
 
 
+def _nan_where_zero(got: Any, expected: Any) -> bool:
+    """NaN where the loss is 0: only a batch without real tokens gives 0, so 0 / 0 is the cause."""
+    return _is_nan_where_finite(got, expected) and bool((expected == 0).all())
+
+
+def _nan_where_nonzero(got: Any, expected: Any) -> bool:
+    """NaN where the loss is a finite non-zero number: the padding was filled with −inf (inf · 0 = NaN)."""
+    return _is_nan_where_finite(got, expected) and bool((expected != 0).any())
+
+
 def _padding_mask(lengths: list[int], length: int) -> Tensor:
     return torch.arange(length).view(1, -1) < torch.tensor(lengths).view(-1, 1)
 
@@ -641,7 +686,16 @@ MAX_Z_MISTAKES = [
         "a batch without real tokens gives NaN (0 / 0)",
         "when the mask holds no real token the loss is 0: divide by mask.sum().clamp(min=1).",
         "(z ** 2 * mask).sum() / mask.sum().clamp(min=1).",
-        detect=_is_nan_where_finite,
+        detect=_nan_where_zero,
+    ),
+    Mistake(
+        "padding_minus_inf",
+        "the padding is filled with −inf before the square: inf · 0 (or inf − inf) gives NaN",
+        "(−inf)² is inf, and inf times a mask 0 is NaN, not 0: masking with −inf works before a softmax, not here. "
+        "Leave the padding logits as they are and weight their z² by 0, or select the real positions.",
+        "z = logits.amax(dim=-1); weight * (z ** 2)[mask].mean() (0 when mask has no True), or "
+        "(z ** 2 * mask).sum() / mask.sum().clamp(min=1).",
+        detect=_nan_where_nonzero,
     ),
 ]
 
