@@ -83,6 +83,33 @@ def infilling_fisher_yates(tokens, spans, mask_id, start_id, end_id, generator):
     return table[:, 0], table[:, 1], table[:, 2], table[:, 3], len(part_a)
 
 
+def infilling_multinomial_sentinel(tokens, spans, mask_id, start_id, end_id, generator):
+    """The order from torch.multinomial over equal weights; a sentinel span appended to the caller's list so the
+    Part A loop also copies the tail (the check passes a copy, so this side effect is harmless)."""
+    n = len(spans)
+    order = torch.multinomial(torch.ones(n), n, replacement=False, generator=generator).tolist()
+    spans.append((len(tokens), len(tokens)))
+    ids = tokens.tolist()
+    part_a, at, cursor = [], [], 0
+    for i, (start, end) in enumerate(spans):
+        part_a += ids[cursor:start]
+        if i < n:
+            at.append(len(part_a))
+            part_a.append(mask_id)
+        cursor = end
+    inputs, targets, positions, blocks = list(part_a), [-100] * len(part_a), list(range(len(part_a))), \
+        [0] * len(part_a)
+    for k in order:
+        start, end = spans[k]
+        span = ids[start:end]
+        inputs += [start_id] + span
+        targets += span + [end_id]
+        positions += [at[k]] * (len(span) + 1)
+        blocks += list(range(1, len(span) + 2))
+    spans.sort(reverse=True)                           # and reorders the caller's list as well
+    return tuple(torch.tensor(v) for v in (inputs, targets, positions, blocks)) + (len(part_a),)
+
+
 def _infilling_with(tokens, spans, mask_id, start_id, end_id, generator, *, positions="mask", block_start=1,
                     copy_inputs=False, with_start=True, mask_each_token=False, shuffle=True):
     """A learner's function written once; each mistake below flips what that learner got wrong."""
@@ -109,6 +136,8 @@ def _infilling_with(tokens, spans, mask_id, start_id, end_id, generator, *, posi
             pos += [start] * len(block)
         elif positions == "loop_counter":
             pos += [mask_at[k]] * len(block)
+        elif positions == "count_up":
+            pos += list(range(mask_at[number], mask_at[number] + len(block)))
         else:
             pos += [mask_at[number]] * len(block)
         blocks += list(range(block_start, block_start + len(block)))
@@ -126,6 +155,33 @@ def infilling_positions_original(*args):
 
 def infilling_positions_loop_counter(*args):
     return _infilling_with(*args, positions="loop_counter")
+
+
+def infilling_positions_count_up(*args):
+    return _infilling_with(*args, positions="count_up")
+
+
+def infilling_mask_index_by_subtraction(tokens, spans, mask_id, start_id, end_id, generator):
+    """Computes each [MASK] index as start minus the tokens removed before it, counting whole spans as removed."""
+    ids = tokens.tolist()
+    keep = torch.ones(len(ids), dtype=torch.bool)
+    mask_index, removed = [], 0
+    for start, end in spans:
+        mask_index.append(start - removed)
+        removed += end - start
+        keep[start + 1:end] = False
+    part_a = [mask_id if any(s == i for s, _ in spans) else t for i, t in enumerate(ids) if keep[i]]
+    inputs, targets = list(part_a), [-100] * len(part_a)
+    pos, blocks = list(range(len(part_a))), [0] * len(part_a)
+    for number in torch.randperm(len(spans), generator=generator).tolist():
+        start, end = spans[number]
+        span = ids[start:end]
+        inputs += [start_id] + span
+        targets += span + [end_id]
+        pos += [mask_index[number]] * (len(span) + 1)
+        blocks += list(range(1, len(span) + 2))
+    t = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return t(inputs), t(targets), t(pos), t(blocks), len(part_a)
 
 
 def infilling_blocks_from_zero(*args):
@@ -191,6 +247,24 @@ def glm_mask_chatglm_inverted(part_a_lengths, length):
     return torch.stack(rows)
 
 
+def glm_mask_block_and_tril(part_a_lengths, length):
+    """A lower triangle, then the Part A square block opened (Part B rows already see Part A through the tril)."""
+    out = torch.ones(len(part_a_lengths), length, length, dtype=torch.bool).tril()
+    for b, a in enumerate(part_a_lengths.tolist()):
+        out[b, :a, :a] = True
+    return out
+
+
+def glm_mask_transposed(part_a_lengths, length):
+    """Upper triangle and Part A rows opened: the right pattern with rows and columns swapped."""
+    rows = []
+    for a in part_a_lengths.tolist():
+        mask = torch.ones(length, length).triu()
+        mask[:a, :] = 1
+        rows.append(mask.bool())
+    return torch.stack(rows)
+
+
 def glm_mask_causal(part_a_lengths, length):
     return torch.ones(len(part_a_lengths), length, length, dtype=torch.bool).tril()
 
@@ -243,6 +317,32 @@ def deepnorm_quarter(x, sublayer, norm, n_layers):
     alpha = (2 * n_layers) ** 0.25
     h = norm(x)
     return alpha * h + sublayer(h)
+
+
+def deepnorm_torch_add(x, sublayer, norm, n_layers):
+    h = norm(x)
+    return torch.add(sublayer(h), h, alpha=math.sqrt(2 * n_layers))
+
+
+def deepnorm_sqrt_n(x, sublayer, norm, n_layers):
+    h = norm(x)
+    return math.sqrt(n_layers) * h + sublayer(h)
+
+
+def deepnorm_two_root_n(x, sublayer, norm, n_layers):
+    alpha = 2 * n_layers ** 0.5
+    h = norm(x)
+    return alpha * h + sublayer(h)
+
+
+def deepnorm_half_power(x, sublayer, norm, n_layers):
+    alpha = (2 * n_layers) ** 1 / 2
+    h = norm(x)
+    return alpha * h + sublayer(h)
+
+
+def deepnorm_sublayer_on_x(x, sublayer, norm, n_layers):
+    return math.sqrt(2 * n_layers) * norm(x) + sublayer(x)
 
 
 def deepnorm_raw_residual(x, sublayer, norm, n_layers):
@@ -307,6 +407,21 @@ def shrink_hook(x, alpha):
     return y
 
 
+def shrink_lerp(x, alpha):
+    return torch.lerp(x.detach(), x, alpha)
+
+
+def shrink_hook_on_x(x, alpha):
+    x.register_hook(lambda grad: grad * alpha)
+    return x
+
+
+def shrink_hook_always(x, alpha):
+    y = x.clone()
+    y.register_hook(lambda grad: grad * alpha)
+    return y
+
+
 def shrink_wrong_detach(x, alpha):
     return x.detach() * alpha + x * (1 - alpha)
 
@@ -324,10 +439,10 @@ def shrink_all_detached(x, alpha):
 
 
 CORRECT = {
-    "glm_blank_infilling": [infilling_lists, infilling_tensors, infilling_fisher_yates],
-    "glm_attention_mask": [glm_mask_broadcast, glm_mask_loop],
-    "deepnorm_residual": [deepnorm_once, deepnorm_twice_normed],
-    "embedding_grad_shrink": [shrink_detach, shrink_data, shrink_autograd_function, shrink_hook],
+    "glm_blank_infilling": [infilling_lists, infilling_tensors, infilling_fisher_yates, infilling_multinomial_sentinel],
+    "glm_attention_mask": [glm_mask_broadcast, glm_mask_loop, glm_mask_block_and_tril],
+    "deepnorm_residual": [deepnorm_once, deepnorm_twice_normed, deepnorm_torch_add],
+    "embedding_grad_shrink": [shrink_detach, shrink_data, shrink_autograd_function, shrink_hook, shrink_lerp],
 }
 
 MISTAKES = {
@@ -335,6 +450,8 @@ MISTAKES = {
         "positions_continue": infilling_positions_continue,
         "positions_in_original_text": infilling_positions_original,
         "positions_by_block_order": infilling_positions_loop_counter,
+        "positions_count_up": infilling_positions_count_up,
+        "mask_index_forgets_masks": infilling_mask_index_by_subtraction,
         "block_positions_from_zero": infilling_blocks_from_zero,
         "targets_not_shifted": infilling_targets_copy_inputs,
         "no_start_token": infilling_no_start,
@@ -343,6 +460,7 @@ MISTAKES = {
     },
     "glm_attention_mask": {
         "inverted": glm_mask_chatglm_inverted,
+        "transposed": glm_mask_transposed,
         "part_a_causal": glm_mask_causal,
         "part_b_bidirectional": glm_mask_part_b_sees_all,
         "part_a_sees_part_b": glm_mask_part_a_sees_b,
@@ -351,6 +469,10 @@ MISTAKES = {
     },
     "deepnorm_residual": {
         "deepnet_quarter_power": deepnorm_quarter,
+        "alpha_sqrt_n": deepnorm_sqrt_n,
+        "alpha_two_root_n": deepnorm_two_root_n,
+        "alpha_is_n": deepnorm_half_power,
+        "sublayer_on_raw_input": deepnorm_sublayer_on_x,
         "raw_input_residual": deepnorm_raw_residual,
         "alpha_on_sublayer": deepnorm_alpha_on_output,
         "deepnet_post_ln": deepnorm_deepnet_form,
@@ -363,5 +485,7 @@ MISTAKES = {
         "forward_scaled": shrink_forward_scaled,
         "no_detach": shrink_no_detach,
         "fully_detached": shrink_all_detached,
+        "hook_on_input": shrink_hook_on_x,
+        "hook_without_grad": shrink_hook_always,
     },
 }

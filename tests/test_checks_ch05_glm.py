@@ -9,10 +9,12 @@ import pytest
 import torch
 from scipy import stats
 
-from grader.checks.ch05 import check_deepnorm_residual, check_glm_attention_mask, check_glm_blank_infilling
+from grader.checks.ch05 import (check_deepnorm_residual, check_embedding_grad_shrink, check_glm_attention_mask,
+                                check_glm_blank_infilling)
 from grader.checks.ch05.glm import chi_square_p_value
 from grader.checks.framework import CheckFailure
-from learners_ch05_glm import _infilling_with, glm_mask_chatglm_inverted, infilling_lists
+from learners_ch05_glm import (_infilling_with, deepnorm_sqrt_n, deepnorm_sublayer_on_x, glm_mask_chatglm_inverted,
+                               infilling_lists)
 
 
 def test_chi_square_p_value_matches_scipy():
@@ -78,7 +80,7 @@ def test_a_biased_shuffle_fails_the_order_test_without_a_wrong_diagnosis():
 def test_the_text_order_reports_the_counts():
     with pytest.raises(CheckFailure) as info:
         check_glm_blank_infilling(lambda *args: _infilling_with(*args, shuffle=False))
-    assert "[0, 1, 2]: 180" in str(info.value)
+    assert "[0, 1, 2, 3]: 1500" in str(info.value)
 
 
 def test_the_order_is_read_from_part_b_so_any_permutation_passes_the_cases(capsys):
@@ -109,3 +111,60 @@ def test_two_mistakes_in_different_values_still_get_one_named():
     with pytest.raises(CheckFailure) as info:
         check_glm_blank_infilling(lambda *args: _infilling_with(*args, copy_inputs=True, block_start=0))
     assert info.value.mistake_id in ("block_positions_from_zero", "targets_not_shifted"), str(info.value)
+
+
+def test_the_classic_biased_shuffle_fails_the_order_test():
+    """Swap each i with a uniform j in [0, n): n^n paths onto n! orders, not uniform."""
+    def naive_shuffle(tokens, spans, mask_id, start_id, end_id, generator):
+        order = list(range(len(spans)))
+        for i in range(len(order)):
+            j = int(torch.randint(0, len(order), (1,), generator=generator))
+            order[i], order[j] = order[j], order[i]
+        return _ordered(tokens, spans, mask_id, start_id, end_id, order)
+
+    for hidden in (False, True):
+        with pytest.raises(CheckFailure) as info:
+            check_glm_blank_infilling(naive_shuffle, hidden=hidden)
+        assert "not uniformly random" in str(info.value) and "23 degrees of freedom" in str(info.value)
+
+
+def test_an_error_shows_the_generator_the_learner_received():
+    def crashes(tokens, spans, mask_id, start_id, end_id, generator):
+        return tokens[len(tokens)]
+
+    with pytest.raises(CheckFailure) as info:
+        check_glm_blank_infilling(crashes)
+    message = str(info.value)
+    assert "generator = torch.Generator().manual_seed(" in message and "seed =" not in message
+
+
+def test_changing_the_callers_span_list_does_not_confuse_the_check(capsys):
+    def sorts_and_extends(tokens, spans, mask_id, start_id, end_id, generator):
+        output = infilling_lists(tokens, spans, mask_id, start_id, end_id, generator)
+        spans.sort(reverse=True)
+        spans.append((len(tokens), len(tokens)))
+        return output
+
+    check_glm_blank_infilling(sorts_and_extends)
+    assert "all 4 cases passed" in capsys.readouterr().out
+
+
+def test_deepnorm_names_the_alpha_the_output_implies():
+    with pytest.raises(CheckFailure) as info:
+        check_deepnorm_residual(deepnorm_sqrt_n)
+    assert "with α = 5.292; it should be √(2N) = √56 ≈ 7.483 for N = 28" in str(info.value)
+    with pytest.raises(CheckFailure) as info:                # another structure: no α line
+        check_deepnorm_residual(deepnorm_sublayer_on_x)
+    assert "your output is" not in str(info.value)
+
+
+def test_a_hook_that_needs_grad_fails_on_the_no_grad_case():
+    def clone_hook(x, alpha):
+        y = x.clone()
+        y.register_hook(lambda grad: grad * alpha)
+        return y
+
+    with pytest.raises(CheckFailure) as info:
+        check_embedding_grad_shrink(clone_hook)
+    assert info.value.mistake_id == "hook_without_grad"
+    assert "torch.no_grad()" in str(info.value) and "requires_grad = False" in str(info.value)

@@ -8,8 +8,8 @@ block positions run ``1 … len + 1`` inside a span (0 in Part A); targets are �
 Blank infilling is randomised: the learner's function shuffles the spans with a ``torch.Generator``.
 The check reads the order the learner chose from its Part B and compares everything else with
 :func:`llmcore.data.blank_infilling` in that order; then a chi-square test over a fixed list of
-seeds asks that every order comes up equally often, and a second call with the same seed must give
-the same order.
+seeds (four spans, 24 orders) asks that every order comes up equally often, and a second call with the
+same seed must give the same order.
 """
 
 from __future__ import annotations
@@ -85,12 +85,21 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _run_infilling(function: Callable) -> Callable[..., Any]:
-    """The learner's function on a case: called with a fresh generator from the case's seed; the order
-    it chose is remembered for the reference."""
+class _GeneratorSeed(int):
+    """A case's seed; the learner receives ``torch.Generator().manual_seed(seed)``, and an error message
+    shows it that way."""
 
-    def run(tokens: Tensor, spans: list[tuple[int, int]], mask_id: int, start_id: int, end_id: int, seed: int) -> Any:
-        output = function(tokens, spans, mask_id, start_id, end_id, _generator(seed))
+    def __repr__(self) -> str:
+        return f"torch.Generator().manual_seed({int(self)})"
+
+
+def _run_infilling(function: Callable) -> Callable[..., Any]:
+    """The learner's function on a case: called with a fresh generator from the case's seed and a copy of
+    the spans (a learner may sort or extend its list); the order it chose is remembered for the reference."""
+
+    def run(tokens: Tensor, spans: list[tuple[int, int]], mask_id: int, start_id: int, end_id: int,
+            generator: int) -> Any:
+        output = function(tokens, list(spans), mask_id, start_id, end_id, _generator(generator))
         _CHOSEN.order = _span_order(output, tokens, spans)
         return tuple(output) if isinstance(output, list) else output
 
@@ -104,7 +113,8 @@ def _infilling(tokens: Tensor, spans: list[tuple[int, int]], mask_id: int, start
 
     positions: "mask" (the span's [MASK] index in Part A), "continue" (0 … L−1 throughout),
     "original" (the span's start in the original text), "by_block" (the k-th Part B block takes the
-    k-th [MASK]'s index).
+    k-th [MASK]'s index), "count_up" (the [MASK]'s index, then +1, +2 … along the block),
+    "forget_masks" (the span's start minus the whole length of every earlier span).
     """
     ids = tokens.tolist()
     part_a, mask_index, cursor = [], [], 0
@@ -129,10 +139,15 @@ def _infilling(tokens: Tensor, spans: list[tuple[int, int]], mask_id: int, start
             where = start
         elif positions == "by_block":
             where = mask_index[block]
+        elif positions == "forget_masks":
+            where = start - sum(e - s for s, e in spans[:number])
         else:
             where = None
-        position_ids += (list(range(len(position_ids), len(position_ids) + len(block_inputs))) if where is None
-                         else [where] * len(block_inputs))
+        if positions == "count_up":
+            position_ids += list(range(mask_index[number], mask_index[number] + len(block_inputs)))
+        else:
+            position_ids += (list(range(len(position_ids), len(position_ids) + len(block_inputs))) if where is None
+                             else [where] * len(block_inputs))
         block_ids += list(range(block_start, block_start + len(block_inputs)))
     as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
     return as_long(inputs), as_long(target_ids), as_long(position_ids), as_long(block_ids), len(part_a)
@@ -158,7 +173,7 @@ def _infilling_variant(**knobs: Any) -> Callable[..., tuple]:
 def _infilling_case(random: CaseRandom, description: str, length: int, spans: list[tuple[int, int]]) -> Case:
     # Distinct ordinary tokens above the three specials (0, 1, 2), so a span is recognised by its tokens.
     tokens = torch.randperm(200, generator=random.generator)[:length] + 3
-    seed = int(torch.randint(0, 2**31, (1,), generator=random.generator))
+    seed = _GeneratorSeed(int(torch.randint(0, 2**31, (1,), generator=random.generator)))
     return Case(description, (tokens, spans, 0, 1, 2, seed))
 
 
@@ -203,6 +218,22 @@ INFILLING_MISTAKES = [
         "after shuffling, block k holds span order[k]: its position is the [MASK] of that span.",
         "index the [MASK] positions with the span number (order[k]), not with the loop counter k.",
         output=_infilling_variant(positions="by_block"),
+    ),
+    Mistake(
+        "positions_count_up",
+        "Part B's positions count up from the [MASK]'s index (m, m+1, m+2 …) instead of staying at m",
+        "GLM's 2D positions split the two jobs: the position id says *where* the blank is (the same [MASK] "
+        "index for every token of the block), the block position id counts 1, 2, … inside the span.",
+        "positions += [mask_index[number]] * (len(span) + 1); the counting goes into the block positions only.",
+        output=_infilling_variant(positions="count_up"),
+    ),
+    Mistake(
+        "mask_index_forgets_masks",
+        "a span's [MASK] index subtracts the whole length of every earlier span, forgetting the [MASK] each "
+        "of them left in Part A",
+        "an earlier span of length ℓ shrinks Part A by ℓ − 1, not ℓ: its [MASK] stays.",
+        "record len(part_a) when you append the span's [MASK] (or subtract Σ (ℓ − 1) over the earlier spans).",
+        output=_infilling_variant(positions="forget_masks"),
     ),
     Mistake(
         "block_positions_from_zero",
@@ -251,8 +282,14 @@ IGNORES_GENERATOR = Mistake(
     "torch.randperm(len(spans), generator=generator) (Python's random and torch's global generator ignore it).",
 )
 
-# The order test: 3 spans (6 orders), 180 fixed seeds, 30 expected per order.
-ORDER_TEST_SEEDS = tuple(range(1000, 1180))
+# The order test: 4 spans (24 orders) of a 10-token text, 1500 fixed seeds, 62.5 expected per order. Four
+# spans rather than three because the classic biased shuffle (swap each i with a uniform j in [0, n)) is
+# further from uniform relative to n!: 1500 draws catch it with probability ~0.9 (3 spans needed ~3000);
+# the hidden run, which may take longer, draws 3000 (probability ~1).
+ORDER_TEST_TOKENS = tuple(range(10, 20))
+ORDER_TEST_SPANS = ((0, 2), (3, 4), (5, 6), (8, 10))
+ORDER_TEST_SEEDS = tuple(range(1000, 2500))
+ORDER_TEST_SEEDS_HIDDEN = tuple(range(1000, 4000))
 ORDER_TEST_P_VALUE = 1e-3
 
 
@@ -271,7 +308,7 @@ class _ShuffledExercise(Exercise):
 
     def _run(self, learner: Any, *, hidden: bool, watch: bool) -> None:
         super()._run(learner, hidden=hidden, watch=watch)
-        self._test_order(learner, watch)
+        self._test_order(learner, watch, ORDER_TEST_SEEDS_HIDDEN if hidden else ORDER_TEST_SEEDS)
 
     def _diagnose(self, run: Any, expected: Any, got: Any) -> list[Mistake]:
         """Whole-output matches first; then a mistake whose every wrong returned value the learner
@@ -288,37 +325,44 @@ class _ShuffledExercise(Exercise):
                 return [mistake]
         return []
 
-    def _test_order(self, learner: Callable, watch: bool) -> None:
-        tokens = torch.arange(10, 22)
-        spans = [(1, 3), (5, 6), (8, 11)]
+    def _test_order(self, learner: Callable, watch: bool, seeds: tuple[int, ...]) -> None:
+        tokens = torch.tensor(ORDER_TEST_TOKENS)
+        spans = list(ORDER_TEST_SPANS)
         watcher = DelegationWatch(self.forbidden if watch else {}, self.forbidden_ops if watch else {})
+
+        def order(seed: int) -> tuple[int, ...]:
+            return tuple(_span_order(learner(tokens.clone(), list(spans), 0, 1, 2, _generator(seed)), tokens, spans))
+
         with watcher:
-            drawn = [tuple(_span_order(learner(tokens, spans, 0, 1, 2, _generator(seed)), tokens, spans))
-                     for seed in ORDER_TEST_SEEDS]
-            again = [tuple(_span_order(learner(tokens, spans, 0, 1, 2, _generator(seed)), tokens, spans))
-                     for seed in ORDER_TEST_SEEDS[:10]]
+            drawn = [order(seed) for seed in seeds]
+            again = [order(seed) for seed in seeds[:10]]
         self._refuse_delegation(watcher, 0)
-        where = "the order test (12 tokens, spans [1, 3) [5, 6) [8, 11), called with generators seeded 1000 … 1179)"
+        span_text = " ".join(f"[{a}, {b})" for a, b in spans)
+        where = (f"the order test ({len(tokens)} tokens, spans {span_text}, called with generators seeded "
+                 f"{seeds[0]} … {seeds[-1]})")
         if again != drawn[:10]:
             first = next(i for i, (a, b) in enumerate(zip(again, drawn)) if a != b)
             raise self._failure(
                 f"✘ {self.title}: every case is right, but in {where}:",
-                [f"    seed {ORDER_TEST_SEEDS[first]} gave the order {list(drawn[first])}, "
+                [f"    seed {seeds[first]} gave the order {list(drawn[first])}, "
                  f"then {list(again[first])}"],
                 [IGNORES_GENERATOR], 0)
-        orders = sorted({tuple(p) for p in _permutations(3)})
+        orders = sorted({tuple(p) for p in _permutations(len(spans))})
         counts = [drawn.count(order) for order in orders]
         statistic, p = chi_square_p_value(counts)
+        expected = len(drawn) / len(orders)
         if p <= ORDER_TEST_P_VALUE:
-            table = ", ".join(f"{list(order)}: {count}" for order, count in zip(orders, counts))
+            pairs = [f"{list(order)}: {count}" for order, count in zip(orders, counts)]
+            rows = [", ".join(pairs[i:i + 6]) for i in range(0, len(pairs), 6)]
             diagnosis = [self.mistake("not_shuffled")] if counts[0] == len(drawn) else []
             raise self._failure(
                 f"✘ {self.title}: every case is right, but the Part B order is not uniformly random in {where}:",
-                [f"    times each order came up (30 expected each): {table}",
-                 f"    chi-square = {statistic:.1f} with 5 degrees of freedom, p = {p:.2g} "
+                [f"    times each order came up ({expected:g} expected each):",
+                 *(f"      {row}" for row in rows),
+                 f"    chi-square = {statistic:.1f} with {len(orders) - 1} degrees of freedom, p = {p:.2g} "
                  f"(must be > {ORDER_TEST_P_VALUE:g})"],
                 diagnosis, 0)
-        print(f"✔ {self.title}: the Part B order is uniform over the 6 orders of 3 spans "
+        print(f"✔ {self.title}: the Part B order is uniform over the {len(orders)} orders of {len(spans)} spans "
               f"({len(drawn)} draws, p = {p:.2f}) and reproducible from the generator's seed.")
 
 
@@ -398,6 +442,15 @@ GLM_MASK_MISTAKES = [
         "code builds the opposite, True = masked, and fills those scores with -10000.",
         "return the allowed pattern itself, (k < A) | (k <= q), not its complement.",
         output=_mask_rule(lambda q, k, a: ~((k < a) | (k <= q))),
+    ),
+    Mistake(
+        "transposed",
+        "the mask is transposed: its rows are keys and its columns queries",
+        "mask[b, q, k] answers \"may query q attend to key k?\": a row is one query, and a Part A column is open "
+        "to every row, so the open block of Part A is a set of columns, not of rows.",
+        "index the grid as q = arange(L).view(1, L, 1) (rows), k = arange(L).view(1, 1, L) (columns): "
+        "(k < A) | (k <= q), and no .transpose / .T at the end.",
+        output=_mask_rule(lambda q, k, a: (q < a) | (q <= k)),
     ),
     Mistake(
         "part_a_causal",
@@ -520,6 +573,34 @@ DEEPNORM_MISTAKES = [
         output=_deepnorm_variant(lambda x, f, ln, n: ln(x) * (2 * n) ** 0.25 + f(ln(x))),
     ),
     Mistake(
+        "alpha_sqrt_n",
+        "α = √N: the factor 2 is missing",
+        "α = √(2N), with N the number of layers: 7.48 for ChatGLM-6B's 28 layers, not √28 ≈ 5.29.",
+        "alpha = math.sqrt(2 * n_layers).",
+        output=_deepnorm_variant(lambda x, f, ln, n: ln(x) * math.sqrt(n) + f(ln(x))),
+    ),
+    Mistake(
+        "alpha_two_root_n",
+        "α = 2·√N instead of √(2N) (`2 * n ** 0.5`: ** binds tighter than *)",
+        "the square root covers 2N: α = √(2N) = (2N)^½, 7.48 for 28 layers, not 2·√28 ≈ 10.6.",
+        "alpha = (2 * n_layers) ** 0.5, with the parentheses, or math.sqrt(2 * n_layers).",
+        output=_deepnorm_variant(lambda x, f, ln, n: ln(x) * (2 * math.sqrt(n)) + f(ln(x))),
+    ),
+    Mistake(
+        "alpha_is_n",
+        "α = N: `(2 * n) ** 1/2` is ((2N)¹) / 2, since ** binds tighter than /",
+        "the exponent ½ needs its own parentheses: (2N) ** (1/2), or ** 0.5.",
+        "alpha = (2 * n_layers) ** 0.5 or math.sqrt(2 * n_layers).",
+        output=_deepnorm_variant(lambda x, f, ln, n: ln(x) * n + f(ln(x))),
+    ),
+    Mistake(
+        "sublayer_on_raw_input",
+        "the sublayer reads the raw input: α·LN(x) + f(x)",
+        "ChatGLM-6B normalises once and feeds the normed tensor to both paths: α·LN(x) + f(LN(x)).",
+        "normed = norm(x); return alpha * normed + sublayer(normed).",
+        output=_deepnorm_variant(lambda x, f, ln, n: ln(x) * math.sqrt(2 * n) + f(x)),
+    ),
+    Mistake(
         "raw_input_residual",
         "the residual carries the raw input: α·x + f(LN(x))",
         "ChatGLM-6B normalises first and keeps the *normalised* input on the skip path: α·LN(x) + f(LN(x)).",
@@ -565,7 +646,45 @@ DEEPNORM_MISTAKES = [
 ]
 
 
-DEEPNORM_RESIDUAL = register(Exercise(
+def _implied_alpha(args: tuple, got: Any) -> str | None:
+    """A line giving the α the learner's output implies, where it has the form α·LN(x) + f(LN(x)) with
+    another α (least squares on the skip path, then the fit must be exact to float precision)."""
+    x, sublayer, norm, n_layers = args
+    if not isinstance(got, Tensor) or got.shape != x.shape or not got.is_floating_point():
+        return None
+    with torch.no_grad():
+        normed = norm(x).double()
+        rest = got.detach().double() - sublayer(norm(x)).double()
+        denominator = float((normed * normed).sum())
+        if denominator == 0.0 or not torch.isfinite(rest).all():
+            return None
+        alpha = float((rest * normed).sum()) / denominator
+        misfit = float((rest - alpha * normed).abs().max())
+    tolerance = 1e-9 if x.dtype == torch.float64 else 1e-3
+    expected = math.sqrt(2 * n_layers)
+    if misfit > tolerance * max(1.0, float(rest.abs().max())) or abs(alpha - expected) <= 1e-6 * expected:
+        return None
+    return (f"    your output is α·LN(x) + f(LN(x)) with α = {alpha:.4g}; "
+            f"it should be √(2N) = √{2 * n_layers} ≈ {expected:.4g} for N = {n_layers}")
+
+
+@dataclass(eq=False, kw_only=True)
+class _DeepNormExercise(Exercise):
+    """Adds to a failure the α that the learner's output implies, when only α is wrong."""
+
+    def _diagnose(self, run: Any, expected: Any, got: Any) -> list[Mistake]:
+        try:
+            self.__dict__["_alpha_line"] = _implied_alpha(tuple(run.case.args), got)
+        except Exception:  # a learner's output that does not fit the form: no line
+            self.__dict__["_alpha_line"] = None
+        return super()._diagnose(run, expected, got)
+
+    def _failure(self, headline: str, details: list[str], diagnosis: list[Mistake], number: int) -> Any:
+        line = self.__dict__.pop("_alpha_line", None)
+        return super()._failure(headline, [*details, line] if line else details, diagnosis, number)
+
+
+DEEPNORM_RESIDUAL = register(_DeepNormExercise(
     id="deepnorm_residual",
     title="deepnorm_residual",
     syllabus=("L10",),
@@ -587,24 +706,38 @@ check_deepnorm_residual = DEEPNORM_RESIDUAL.check
 
 
 def _with_gradient(function: Callable[[Tensor, float], Tensor]) -> Callable[..., tuple[Tensor, Tensor]]:
-    """``(x, alpha, upstream) -> (output, ∂(output · upstream)/∂x)``: the forward and the backward pass
-    of ``function`` as values, so that a wrong gradient is diagnosed like a wrong output."""
+    """``(x, alpha, upstream) -> (output, ∂L/∂x)`` with ``L = Σ output · upstream`` (+ ``Σ x · second_path``
+    when x also reaches the loss another way): the forward and the backward pass of ``function`` as values,
+    so that a wrong gradient is diagnosed like a wrong output. With ``requires_grad=False`` x needs no
+    gradient and the call runs under ``torch.no_grad()``, as in an evaluation loop; the gradient is then 0."""
 
-    def run(x: Tensor, alpha: float, upstream: Tensor) -> tuple[Tensor, Tensor]:
+    def run(x: Tensor, alpha: float, upstream: Tensor, *, second_path: Tensor | None = None,
+            requires_grad: bool = True) -> tuple[Tensor, Tensor]:
+        if not requires_grad:
+            with torch.no_grad():
+                output = function(x.detach().clone(), alpha)
+            return (output.detach() if isinstance(output, Tensor) else output), torch.zeros_like(x)
         leaf = x.detach().clone().requires_grad_(True)
         output = function(leaf, alpha)
         if not isinstance(output, Tensor) or not output.requires_grad:
-            return output, torch.zeros_like(x)
-        (gradient,) = torch.autograd.grad(output, leaf, upstream if output.shape == upstream.shape else None,
-                                          allow_unused=True)
+            if second_path is None:
+                return output, torch.zeros_like(x)
+            (gradient,) = torch.autograd.grad((leaf * second_path).sum(), leaf)
+            return output, gradient
+        loss = (output * upstream).sum() if output.shape == upstream.shape else output.sum()
+        if second_path is not None:
+            loss = loss + (leaf * second_path).sum()
+        (gradient,) = torch.autograd.grad(loss, leaf, allow_unused=True)
         return output.detach(), torch.zeros_like(x) if gradient is None else gradient
 
     return run
 
 
 def _shrink_cases(random: CaseRandom, hidden: bool) -> list[Case]:
-    def case(description: str, shape: tuple[int, ...], dtype: torch.dtype, alpha: float) -> Case:
-        return Case(description, (random.tensor(shape, dtype), alpha, random.tensor(shape, dtype)))
+    def case(description: str, shape: tuple[int, ...], dtype: torch.dtype, alpha: float, **kwargs: Any) -> Case:
+        if kwargs.get("second_path") is True:
+            kwargs["second_path"] = random.tensor(shape, dtype)
+        return Case(description, (random.tensor(shape, dtype), alpha, random.tensor(shape, dtype)), kwargs)
 
     if not hidden:
         return [
@@ -612,11 +745,32 @@ def _shrink_cases(random: CaseRandom, hidden: bool) -> list[Case]:
             case("x [B=1, L=4, d=6], float64, α = 0.25", (1, 4, 6), torch.float64, 0.25),
             case("x [L=3, d=7], float32, α = 1 (no shrink: the gradient passes unchanged)", (3, 7), torch.float32,
                  1.0),
+            case("x [B=2, L=3, d=4], float64, α = 0.1; x also reaches the loss another way (as tied embeddings "
+                 "reach the output layer): only the gradient through your function is scaled", (2, 3, 4),
+                 torch.float64, 0.1, second_path=True),
+            case("x [B=2, L=3, d=5], float32, α = 0.1, x without requires_grad, under torch.no_grad() "
+                 "(an evaluation loop): the output is x", (2, 3, 5), torch.float32, 0.1, requires_grad=False),
         ]
     return [
         case("x [B=3, L=2, d=9], float64, α = 0.1", (3, 2, 9), torch.float64, 0.1),
         case("x [B=2, L=5, d=4], float32, α = 0.6", (2, 5, 4), torch.float32, 0.6),
+        case("x [B=1, L=6, d=3], float64, α = 0.5, x also reaches the loss another way", (1, 6, 3), torch.float64,
+             0.5, second_path=True),
+        case("x [B=1, L=2, d=8], float64, α = 0.1, under torch.no_grad()", (1, 2, 8), torch.float64, 0.1,
+             requires_grad=False),
     ]
+
+
+def _hook_on_clone(x: Tensor, alpha: float) -> Tensor:
+    y = x.clone()
+    y.register_hook(lambda gradient: gradient * alpha)
+    return y
+
+
+def _hook_on_input(x: Tensor, alpha: float) -> Tensor:
+    if x.requires_grad:
+        x.register_hook(lambda gradient: gradient * alpha)
+    return x
 
 
 SHRINK_MISTAKES = [
@@ -649,6 +803,23 @@ SHRINK_MISTAKES = [
         "the shrink scales the gradient by α, it does not cut it: x·α must stay in the graph.",
         "return x * alpha + x.detach() * (1 - alpha), without detaching x * alpha.",
         output=_with_gradient(lambda x, a: x.detach()),
+    ),
+    Mistake(
+        "hook_on_input",
+        "the gradient hook is registered on x itself, so it scales x's whole gradient, from every path",
+        "a hook on x sees the sum of the gradients from every use of x (with tied embeddings, the output layer's "
+        "too); the shrink must scale only the gradient that flows through this function's output.",
+        "return x * alpha + x.detach() * (1 - alpha) (or put the hook on a clone: y = x.clone(), hook on y).",
+        output=_with_gradient(_hook_on_input),
+    ),
+    Mistake(
+        "hook_without_grad",
+        "register_hook fails when x needs no gradient (under torch.no_grad(), in an evaluation loop)",
+        "a hook can only go on a tensor that requires grad; without one there is nothing to scale, and the "
+        "function must simply return x's value.",
+        "if y.requires_grad: y.register_hook(...), or return x * alpha + x.detach() * (1 - alpha), which needs no "
+        "hook.",
+        output=_with_gradient(_hook_on_clone),
     ),
 ]
 
