@@ -137,6 +137,130 @@ class AttentionDModelScale(_AttentionBug):
     d_model_scale = True
 
 
+class AttentionLoopOverHeads(nn.Module):
+    """One query head at a time, its KV head found as h // group, a hand-written causal softmax."""
+
+    def __init__(self, d_model, n_heads, n_kv_heads):
+        super().__init__()
+        self.h, self.kv, self.d = n_heads, n_kv_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, n_heads * self.d)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.d)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.d)
+        self.o_proj = nn.Linear(n_heads * self.d, d_model, bias=False)
+
+    def forward(self, x, cos, sin):
+        length = x.shape[1]
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        group = self.h // self.kv
+        future = torch.ones(length, length, dtype=torch.bool).triu(1)
+        outs = []
+        for h in range(self.h):
+            g = h // group
+            qh, kh = q[..., h * self.d:(h + 1) * self.d], k[..., g * self.d:(g + 1) * self.d]
+            vh = v[..., g * self.d:(g + 1) * self.d]
+            qh, kh = qh * cos + _rotate_half(qh) * sin, kh * cos + _rotate_half(kh) * sin
+            scores = (qh @ kh.transpose(1, 2)) * self.d ** -0.5
+            outs.append(torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ vh)
+        return self.o_proj(torch.cat(outs, dim=-1))
+
+
+class _ManualAttention(AttentionWithSdpa):
+    """Split, rotate and merge as in the first correct version, the attention written out; each subclass slips once."""
+
+    def rope(self, t, cos, sin):
+        return t * cos + _rotate_half(t) * sin
+
+    def attend(self, q, k, v):
+        length = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+        return scores.softmax(dim=-1) @ v
+
+    def merge(self, out):
+        b, heads, length, d = out.shape
+        return out.transpose(1, 2).reshape(b, length, heads * d)
+
+    def tables(self, x, cos, sin):
+        return cos, sin
+
+    def forward(self, x, cos, sin):
+        b, length, _ = x.shape
+        cos, sin = self.tables(x, cos, sin)
+        q = self.q_proj(x).view(b, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rope(q, cos, sin), self.rope_keys(k, cos, sin)
+        group = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return self.o_proj(self.merge(self.attend(q, k, v)))
+
+    def rope_keys(self, k, cos, sin):
+        return self.rope(k, cos, sin)
+
+
+class AttentionNoScale(AttentionWithSdpa):
+    """The fused kernel told scale=1.0 ("the scale is in the weights anyway")."""
+
+    def forward(self, x, cos, sin):
+        b, length, _ = x.shape
+        q = self.q_proj(x).view(b, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        group = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
+        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+
+class AttentionSoftmaxOverQueries(_ManualAttention):
+    def attend(self, q, k, v):
+        length = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+        return F.softmax(scores, dim=-2) @ v
+
+
+class AttentionDiagonalMasked(_ManualAttention):
+    """triu() with its default diagonal=0 used for the future: the first row is all -inf and turns into NaN."""
+
+    def attend(self, q, k, v):
+        length = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(torch.triu(torch.ones(length, length, dtype=torch.bool)), float("-inf"))
+        return scores.softmax(dim=-1) @ v
+
+
+class AttentionInterleavedRope(_ManualAttention):
+    """rotate_every_two of GPT-J with the half-split tables."""
+
+    def rope(self, t, cos, sin):
+        x1, x2 = t[..., ::2], t[..., 1::2]
+        return t * cos + torch.stack((-x2, x1), dim=-1).flatten(-2) * sin
+
+
+class AttentionRopeOnQueriesOnly(_ManualAttention):
+    def rope_keys(self, k, cos, sin):
+        return k
+
+
+class AttentionMergeWithoutTranspose(_ManualAttention):
+    def merge(self, out):
+        b, heads, length, d = out.shape
+        return out.reshape(b, length, heads * d)
+
+
+class AttentionOwnTables(_ManualAttention):
+    """Builds the tables for positions 0 … L−1 itself (base 10000) and ignores the ones given."""
+
+    def tables(self, x, cos, sin):
+        length, d = x.shape[1], self.head_dim
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+        angles = torch.arange(length, dtype=torch.float32)[:, None] * inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+
 class AttentionBiasOnOutput(AttentionWithSdpa):
     """Every projection with nn.Linear's default bias, o_proj included (a structure error)."""
 
@@ -181,6 +305,27 @@ def ntk_base_loop(length, trained_length, head_dim, base=10000.0):
         covered *= 2
         alpha = 2 * alpha + 1
     return alpha, math.exp(math.log(base) + head_dim / (head_dim - 2) * math.log(alpha))
+
+
+def ntk_bit_length(length, trained_length, head_dim, base=10000.0):
+    """Integers only: the number of doublings of L₀ needed to cover L is the bit length of ⌈L/L₀⌉ − 1."""
+    if length <= trained_length:
+        alpha = 1
+    else:
+        doublings = (-(-length // trained_length) - 1).bit_length()
+        alpha = 2 ** (doublings + 1) - 1
+    return alpha, float(base) * math.pow(alpha, head_dim / (head_dim - 2))
+
+
+def ntk_exponent_precedence(length, trained_length, head_dim, base=10000.0):
+    alpha = max(2 ** math.ceil(math.log2(length / trained_length) + 1) - 1, 1)
+    return alpha, base * alpha ** head_dim / (head_dim - 2)
+
+
+def ntk_log_difference(length, trained_length, head_dim, base=10000.0):
+    """log₂(L/L₀) as (ln L − ln L₀)/ln 2: 2.0000000000000004 for 32768/8192."""
+    alpha = max(2 ** math.ceil((math.log(length) - math.log(trained_length)) / math.log(2) + 1) - 1, 1)
+    return alpha, base * alpha ** (head_dim / (head_dim - 2))
 
 
 def ntk_natural_log(length, trained_length, head_dim, base=10000.0):
@@ -246,6 +391,19 @@ def logn_table(q, k, trained_length, training=False):
         factor = torch.ones_like(factor)
     scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
     return scores * factor.view(-1, 1)
+
+
+def logn_clamped_rows(q, k, trained_length, training=False):
+    """The factor as clamp(log_{L₀}(p + 1), min=1), applied to the rows of the scores after the product."""
+    scores = (q @ k.mT) * q.shape[-1] ** -0.5
+    if training:
+        return scores
+    n = torch.arange(k.size(-2) - q.size(-2) + 1, k.size(-2) + 1).to(q.dtype)
+    return scores * (n.log() / math.log(trained_length)).clamp(min=1.0).unsqueeze(-1)
+
+
+def logn_plain(q, k, trained_length, training=False):
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
 def logn_keys_too(q, k, trained_length, training=False):
@@ -334,6 +492,10 @@ def windows_loop_tuple(n_layers, max_window_layers, sliding_window, use_sliding_
     return tuple(windows)
 
 
+def windows_generator(n_layers, max_window_layers, sliding_window, use_sliding_window=True):
+    return (sliding_window if use_sliding_window and i >= max_window_layers else None for i in range(n_layers))
+
+
 def windows_reversed(n_layers, max_window_layers, sliding_window, use_sliding_window=True):
     return [sliding_window if use_sliding_window and i < max_window_layers else None for i in range(n_layers)]
 
@@ -357,9 +519,9 @@ def windows_flag_ignored(n_layers, max_window_layers, sliding_window, use_slidin
 
 
 CORRECT = {
-    "qwen_attention": [AttentionWithSdpa, AttentionWithEinsum],
-    "qwen_ntk_base": [ntk_base_log2, ntk_base_qwen_code, ntk_base_loop],
-    "logn_attention_scores": [logn_where, logn_table],
+    "qwen_attention": [AttentionWithSdpa, AttentionWithEinsum, AttentionLoopOverHeads],
+    "qwen_ntk_base": [ntk_base_log2, ntk_base_qwen_code, ntk_base_loop, ntk_bit_length],
+    "logn_attention_scores": [logn_where, logn_table, logn_clamped_rows],
     "qwen2_layer_windows": [windows_comprehension, windows_concatenated, windows_loop_tuple],
 }
 
@@ -371,6 +533,13 @@ MISTAKES = {
         "kv_heads_tiled": AttentionTiledKv,
         "heads_without_transpose": AttentionNoTranspose,
         "scale_by_d_model": AttentionDModelScale,
+        "scale_missing": AttentionNoScale,
+        "softmax_over_queries": AttentionSoftmaxOverQueries,
+        "diagonal_masked": AttentionDiagonalMasked,
+        "rope_interleaved": AttentionInterleavedRope,
+        "rope_on_queries_only": AttentionRopeOnQueriesOnly,
+        "merge_without_transpose": AttentionMergeWithoutTranspose,
+        "tables_ignored": AttentionOwnTables,
     },
     "qwen_ntk_base": {
         "natural_log": ntk_natural_log,
@@ -381,8 +550,11 @@ MISTAKES = {
         "not_clamped": ntk_not_clamped,
         "exponent_missing": ntk_no_exponent,
         "exponent_inverted": ntk_exponent_inverted,
+        "exponent_precedence": ntk_exponent_precedence,
+        "step_high_at_power_of_two": ntk_log_difference,
     },
     "logn_attention_scores": {
+        "no_logn_at_inference": logn_plain,
         "keys_scaled_too": logn_keys_too,
         "keys_instead_of_queries": logn_keys_instead,
         "scaled_within_trained_length": logn_everywhere,
@@ -398,5 +570,6 @@ MISTAKES = {
         "counted_from_the_top": windows_from_top,
         "every_layer_slides": windows_everywhere,
         "flag_ignored": windows_flag_ignored,
+        "returned_iterator": windows_generator,
     },
 }

@@ -134,3 +134,45 @@ def test_layer_windows_accept_numpy_integers_and_refuse_a_string():
         return ["sliding" if use_sliding_window and i >= max_window_layers else "full" for i in range(n_layers)]
 
     assert _failure(check_qwen2_layer_windows, kinds).mistake_id is None
+
+
+def test_ntk_a_logarithm_a_hair_too_large_is_named_at_the_visible_power_of_two():
+    """(ln L − ln L₀)/ln 2 is 2.0000000000000004 for 32768/8192: α one step high there, and only there."""
+    failure = _failure(check_qwen_ntk_base, MISTAKES["qwen_ntk_base"]["step_high_at_power_of_two"])
+    assert failure.case_number == 8 and failure.mistake_id == "step_high_at_power_of_two"
+    assert "alpha: expected 7, got 15" in str(failure)
+
+
+def test_ntk_a_ceiling_written_as_floor_plus_one_is_named_at_exactly_twice_the_trained_length():
+    def floor_plus_one(length, trained_length, head_dim, base=10000.0):
+        alpha = max(2 ** (int(math.log2(length / trained_length) + 1) + 1) - 1, 1)
+        return alpha, base * alpha ** (head_dim / (head_dim - 2))
+
+    failure = _failure(check_qwen_ntk_base, floor_plus_one)
+    assert failure.case_number == 2 and failure.mistake_id == "step_high_at_power_of_two"
+
+
+def test_logn_forgotten_or_the_training_flag_inverted_is_named_as_no_scaling_on_the_first_case():
+    def inverted_flag(q, k, trained_length, training=False):
+        if training:
+            n = torch.arange(k.shape[-2] - q.shape[-2], k.shape[-2], dtype=q.dtype) + 1
+            q = q * torch.where(n > trained_length, n.log() / math.log(trained_length), 1.0)[:, None]
+        return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+    for learner in (MISTAKES["logn_attention_scores"]["no_logn_at_inference"], inverted_flag):
+        failure = _failure(check_logn_attention_scores, learner)
+        assert failure.case_number == 1 and failure.mistake_id == "no_logn_at_inference"
+
+
+def test_attention_tables_built_inside_the_module_are_named_on_the_ntk_base_case():
+    failure = _failure(check_qwen_attention, MISTAKES["qwen_attention"]["tables_ignored"])
+    assert failure.case_number == 3 and failure.mistake_id == "tables_ignored" and "float32 precision" not in str(failure)
+
+
+def test_layer_windows_name_a_generator_and_a_map_object_instead_of_randomness():
+    def mapped(n_layers, max_window_layers, sliding_window, use_sliding_window=True):
+        return map(lambda i: sliding_window if use_sliding_window and i >= max_window_layers else None, range(n_layers))
+
+    for learner in (MISTAKES["qwen2_layer_windows"]["returned_iterator"], mapped):
+        failure = _failure(check_qwen2_layer_windows, learner)
+        assert failure.case_number == 1 and failure.mistake_id == "returned_iterator"

@@ -11,6 +11,7 @@ of ``L`` queries against ``S`` keys sits at positions ``S − L … S − 1``; Q
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import torch
@@ -60,37 +61,52 @@ def _random_biases(module: nn.Module) -> None:
         nn.init.normal_(projection.bias, 0.0, 0.5)
 
 
+def _interleaved_rotation(h: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """GPT-J's pairing (dims 2i, 2i + 1) applied with the half-split tables: the rotation of another layout."""
+    rotated = torch.stack((-h[..., 1::2], h[..., ::2]), dim=-1).flatten(-2)
+    return h * cos + rotated * sin
+
+
 def _attention_variant(build: Callable[[], nn.Module], x: Tensor, cos: Tensor, sin: Tensor, *,
                        bias_after_rope: bool = False, rope_on_values: bool = False, causal: bool = True,
                        tile_kv_heads: bool = False, heads_without_transpose: bool = False,
-                       scale_by_d_model: bool = False) -> Tensor:
+                       scale_by_d_model: bool = False, softmax_dim: int = -1, unscaled: bool = False,
+                       interleaved: bool = False, merge_without_transpose: bool = False, rope_on_keys: bool = True,
+                       diagonal_masked: bool = False, own_tables: bool = False) -> Tensor:
     """Qwen's attention written out, with one knob turned."""
     module = build()
     batch, length, _ = x.shape
     heads, kv_heads, head_dim = module.n_heads, module.n_kv_heads, module.head_dim
+    if own_tables:   # the tables given are ignored: positions 0 … L − 1 with the default base
+        cos, sin = _rope_tables(length, head_dim, x.dtype)
 
     def project(linear: nn.Linear, n: int, rotate: bool) -> Tensor:
         h = F.linear(x, linear.weight, None if bias_after_rope and rotate else linear.bias)
         h = h.view(batch, n, length, head_dim) if heads_without_transpose else \
             h.view(batch, length, n, head_dim).transpose(1, 2)
         if rotate:
-            h = reference_rope.apply_rotary(h, cos.unsqueeze(0), sin.unsqueeze(0))
+            h = _interleaved_rotation(h, cos, sin) if interleaved else \
+                reference_rope.apply_rotary(h, cos.unsqueeze(0), sin.unsqueeze(0))
             if bias_after_rope:
                 h = h + linear.bias.view(n, head_dim).unsqueeze(1)
         return h
 
     q = project(module.q_proj, heads, True)
-    k = project(module.k_proj, kv_heads, True)
+    k = project(module.k_proj, kv_heads, rope_on_keys)
     v = project(module.v_proj, kv_heads, rope_on_values)
     group = heads // kv_heads
     expand = (lambda t: t.repeat(1, group, 1, 1)) if tile_kv_heads else (lambda t: t.repeat_interleave(group, dim=1))
     k, v = expand(k), expand(v)
-    scale = 1 / math.sqrt(heads * head_dim if scale_by_d_model else head_dim)
+    scale = 1.0 if unscaled else 1 / math.sqrt(heads * head_dim if scale_by_d_model else head_dim)
     scores = q @ k.transpose(-2, -1) * scale
     if causal:
-        scores = scores.masked_fill(~torch.ones(length, length, dtype=torch.bool).tril(), float("-inf"))
-    out = scores.softmax(-1) @ v
-    return module.o_proj(out.transpose(1, 2).reshape(batch, length, heads * head_dim))
+        allowed = torch.ones(length, length, dtype=torch.bool).tril(-1 if diagonal_masked else 0)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = scores.softmax(softmax_dim)
+    out = (weights.nan_to_num(0.0) if diagonal_masked else weights) @ v
+    merged = out.reshape(batch, length, heads * head_dim) if merge_without_transpose else \
+        out.transpose(1, 2).reshape(batch, length, heads * head_dim)
+    return module.o_proj(merged)
 
 
 def _attention_mistake(**knobs: Any) -> Callable[..., Tensor]:
@@ -126,36 +142,81 @@ ATTENTION_MISTAKES = [
             "each head is an attention of its own over head_dim dimensions, so its scores are scaled by 1/√head_dim.",
             "scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim).",
             output=_attention_mistake(scale_by_d_model=True)),
+    Mistake("scale_missing", "the scores are not scaled by 1/√head_dim",
+            "without the scale the logits grow with head_dim and the softmax saturates; attention divides q·k by "
+            "√head_dim.",
+            "scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim) (F.scaled_dot_product_attention does it by "
+            "default; scale=1.0 switches it off).",
+            output=_attention_mistake(unscaled=True)),
+    Mistake("softmax_over_queries", "the softmax runs over the queries (dim −2) instead of over the keys",
+            "each query distributes its attention over the keys, so the weights of one *row* (the last axis of "
+            "[B, H, L_q, L_k]) sum to 1.",
+            "weights = scores.softmax(dim=-1).",
+            output=_attention_mistake(softmax_dim=-2)),
+    Mistake("diagonal_masked", "the mask hides the diagonal too: a query cannot attend to itself",
+            "causal means keys 0 … i for query i, its own position included; masking the diagonal leaves the first "
+            "query with nothing to attend to (a NaN or a zero row).",
+            "future = torch.ones(L, L, dtype=torch.bool).triu(diagonal=1), or tril() (diagonal 0) for the allowed "
+            "positions.",
+            output=_attention_mistake(diagonal_masked=True)),
+    Mistake("rope_interleaved", "RoPE pairs neighbouring dimensions (2i, 2i + 1, GPT-J / Meta's layout) instead of "
+            "the two halves",
+            "the tables given are in the half-split layout (Hugging Face, Qwen): dimension i turns with dimension "
+            "i + head_dim/2, which is what rotate_half pairs.",
+            "q * cos + rotate_half(q) * sin with rotate_half(x) = cat(-x[..., D//2:], x[..., :D//2]).",
+            output=_attention_mistake(interleaved=True)),
+    Mistake("rope_on_queries_only", "RoPE rotates the queries but not the keys",
+            "the position enters the score through q_mᵀ·R_{n−m}·k_n only when *both* are rotated; rotating q alone "
+            "makes the score depend on the query's absolute position.",
+            "q = q * cos + rotate_half(q) * sin and the same for k.",
+            output=_attention_mistake(rope_on_keys=False)),
+    Mistake("merge_without_transpose", "the heads are merged with reshape(B, L, H·D) straight from [B, H, L, D]",
+            "the attention's output is [B, H, L, D]: transpose it back to [B, L, H, D] before flattening the heads, "
+            "or positions and heads are mixed.",
+            "out.transpose(1, 2).reshape(B, L, H * D).",
+            output=_attention_mistake(merge_without_transpose=True)),
+    Mistake("tables_ignored", "the cos/sin tables given are ignored (tables for positions 0 … L−1 built inside)",
+            "forward receives the tables the model chose: a chunk after a KV cache, or Qwen's dynamic NTK base, "
+            "gives other angles than positions 0 … L−1 with base 10000. Use the cos and sin passed in.",
+            "q = q * cos + rotate_half(q) * sin with the forward's own cos/sin arguments; build no RotaryEmbedding "
+            "inside the module.",
+            output=_attention_mistake(own_tables=True)),
 ]
 
 
-def _rope_tables(length: int, head_dim: int, dtype: torch.dtype, start: int = 0) -> tuple[Tensor, Tensor]:
-    cos, sin = reference_rope.RotaryEmbedding(head_dim)(torch.arange(start, start + length).unsqueeze(0), dtype)
+def _rope_tables(length: int, head_dim: int, dtype: torch.dtype, start: int = 0,
+                 base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    cos, sin = reference_rope.RotaryEmbedding(head_dim, base)(torch.arange(start, start + length).unsqueeze(0), dtype)
     return cos[0], sin[0]
 
 
 def _attention_case(random: CaseRandom, description: str, batch: int, length: int, d_model: int, heads: int,
-                    kv_heads: int, dtype: torch.dtype = torch.float32, *, start: int = 0,
+                    kv_heads: int, dtype: torch.dtype = torch.float32, *, start: int = 0, base: float = 10000.0,
                     gradients: bool = False) -> Case:
-    cos, sin = _rope_tables(length, d_model // heads, dtype, start)
+    cos, sin = _rope_tables(length, d_model // heads, dtype, start, base)
     return Case(description, (random.tensor((batch, length, d_model), dtype), cos, sin),
                 init={"d_model": d_model, "n_heads": heads, "n_kv_heads": kv_heads}, check_gradients=gradients)
 
 
 def _attention_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     # Every query head has its own KV head in the first case, so a mistake in the attention itself is named there
-    # even when the grouping of heads is wrong too; the grouping shows from the second case on.
+    # even when the grouping of heads is wrong too; the grouping shows from the second case on. RoPE is relative: a
+    # shift of every position leaves q·k as it is, so only tables of another base (the third case: Qwen's dynamic NTK
+    # with α = 3) show a module that builds its own tables instead of using the ones given.
+    ntk_base = 10000.0 * 3 ** (10 / 8)
     cases = [
         _attention_case(random, "x [B=3, L=4, d_model=18], 3 heads = 3 KV heads (head_dim 6), float32", 3, 4, 18, 3, 3),
         _attention_case(random, "x [B=2, L=5, d_model=24], 4 query heads sharing 2 KV heads (head_dim 6), float32",
                         2, 5, 24, 4, 2),
-        _attention_case(random, "x [B=1, L=7, d_model=20], multi-query (2 heads, 1 KV head, head_dim 10), positions "
-                        "4…10, float64, gradients", 1, 7, 20, 2, 1, torch.float64, start=4, gradients=True),
+        _attention_case(random, "x [B=1, L=7, d_model=20], multi-query (2 heads, 1 KV head, head_dim 10), tables for "
+                        "positions 4…10 with Qwen's dynamic-NTK base 10000·3^(10/8) (α = 3), float64, gradients",
+                        1, 7, 20, 2, 1, torch.float64, start=4, base=ntk_base, gradients=True),
     ]
     if hidden:
         cases += [
-            _attention_case(random, "x [B=2, L=9, d_model=48], 6 heads sharing 3 KV heads (head_dim 8), float64",
-                            2, 9, 48, 6, 3, torch.float64, start=100),
+            _attention_case(random, "x [B=2, L=9, d_model=48], 6 heads sharing 3 KV heads (head_dim 8), tables for "
+                            "positions 100…108 with base 10000·7^(8/6) (α = 7), float64",
+                            2, 9, 48, 6, 3, torch.float64, start=100, base=10000.0 * 7 ** (8 / 6)),
             _attention_case(random, "x [B=1, L=1, d_model=12], one token, 2 heads, 2 KV heads", 1, 1, 12, 2, 2),
         ]
     return cases
@@ -192,11 +253,15 @@ def _ntk_reference(length: int, trained_length: int, head_dim: int, base: float 
 def _ntk_variant(length: int, trained_length: int, head_dim: int, base: float = 10000.0, *,
                  rounding: Callable[[float], int] = math.ceil, log: Callable[[float], float] = math.log2,
                  inverted: bool = False, plus_one: bool = True, minus_one: bool = True, clamp: bool = True,
-                 exponent: str = "d/(d-2)") -> tuple[float, float]:
+                 exponent: str = "d/(d-2)", step_high_at_powers: bool = False) -> tuple[float, float]:
     ratio = trained_length / length if inverted else length / trained_length
+    if step_high_at_powers:   # ⌊x⌋ + 1: ⌈x⌉ everywhere except at an integer x, where it is one more
+        rounding = lambda value: math.floor(value) + 1  # noqa: E731
     alpha = 2 ** rounding(log(ratio) + (1 if plus_one else 0)) - (1 if minus_one else 0)
     if clamp:
         alpha = max(alpha, 1)
+    if exponent == "precedence":   # base * alpha ** head_dim / (head_dim - 2)
+        return alpha, base * alpha ** head_dim / (head_dim - 2)
     power = {"d/(d-2)": head_dim / (head_dim - 2), "none": 1.0, "(d-2)/d": (head_dim - 2) / head_dim}[exponent]
     return alpha, base * alpha ** power
 
@@ -210,7 +275,8 @@ NTK_MISTAKES = [
     # Several mistakes give the same α on some lengths (⌈ln r + 1⌉ = ⌊log₂ r + 1⌋ = ⌈log₂ r⌉ at r = 2.5). The visible
     # cases are ordered so that each mistake first fails where it is the first declared one that matches: the short
     # prompt (inverted ratio, no clamp), exactly 2L₀ (no + 1; floor is right there), 1.5L₀ (floor), 1.3L₀ (round(),
-    # which is right at 1.5L₀ and, where it is wrong, rounds down), 2.5L₀ (ln).
+    # which is right at 1.5L₀ and, where it is wrong, rounds down), 2.5L₀ (ln). The last visible case, 4L₀ exactly, is
+    # where (ln L − ln L₀)/ln 2 comes out 2.0000000000000004 and α one step high; ⌊x⌋ + 1 shows already at 2L₀.
     Mistake("natural_log", "the logarithm is natural (ln) instead of base 2",
             "α doubles (plus one) each time the length doubles: the exponent counts doublings, log₂(L/L₀).",
             "math.log2(length / trained_length) (or math.log(length / trained_length, 2)).",
@@ -244,6 +310,18 @@ NTK_MISTAKES = [
             "the slowest pair's frequency is base^(−(d−2)/d); only base·α^(d/(d−2)) divides it by exactly α.",
             "new_base = base * alpha ** (head_dim / (head_dim - 2)).",
             output=_ntk_mistake(exponent="(d-2)/d")),
+    Mistake("exponent_precedence", "the exponent is not in parentheses: base · α^d / (d − 2) instead of base · α^(d/(d−2))",
+            "** binds tighter than /, so alpha ** head_dim / (head_dim - 2) raises α to head_dim and then divides the "
+            "whole by head_dim − 2 (even α = 1 changes the base).",
+            "base * alpha ** (head_dim / (head_dim - 2)), with the parentheses.",
+            output=_ntk_mistake(exponent="precedence")),
+    Mistake("step_high_at_power_of_two", "α is one step too high exactly at L = 2ᵏ·L₀ (e.g. 15 instead of 7 at 4 L₀)",
+            "exact powers of two are the boundaries: there log₂(L/L₀) + 1 is a whole number and ⌈·⌉ must leave it "
+            "as it is. A logarithm that comes out a hair too large, such as (ln L − ln L₀)/ln 2 = 2.0000000000000004 "
+            "for 32768/8192, or a ceiling written as int(x) + 1 or floor(x) + 1, rounds one step up.",
+            "math.ceil(math.log2(length / trained_length) + 1): math.log2 of the ratio is exact at powers of two "
+            "(or count the doublings with integers: while covered < length: covered *= 2).",
+            output=_ntk_mistake(step_high_at_powers=True)),
 ]
 
 
@@ -256,6 +334,8 @@ def _ntk_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("L₀ = 64, L = 160 (2.5 L₀), head_dim 16, base 10000", (160, 64, 16), {"base": 10000.0}),
         Case("L₀ = 32, L = 40, head_dim 12, base 500000", (40, 32, 12), {"base": 500000.0}),
         Case("L₀ = 2048, L = 1500 (between L₀/2 and L₀), head_dim 64, base 10000", (1500, 2048, 64)),
+        Case("L₀ = 8192 (Qwen-7B later release), L = 32768 = 4 L₀ exactly (a boundary: α = 7, not 15), head_dim 128, "
+             "base 10000", (32768, 8192, 128)),
     ]
     if hidden:
         length = int(random.ids(4000, (1,), low=2200))
@@ -263,7 +343,8 @@ def _ntk_cases(random: CaseRandom, hidden: bool) -> list[Case]:
             Case("L₀ = 2048, L = 2049 (one token past L₀), head_dim 128", (2049, 2048, 128)),
             Case("L₀ = 2048, L = 4097, head_dim 128", (4097, 2048, 128)),
             Case(f"L₀ = 512, L = {length}, head_dim 32, base 10000", (length, 512, 32)),
-            Case("L₀ = 8192 (Qwen-7B later release), L = 32768, head_dim 128, base 10000", (32768, 8192, 128)),
+            Case("L₀ = 1024, L = 8192 = 8 L₀ exactly, head_dim 64, base 10000", (8192, 1024, 64)),
+            Case("L₀ = 8192, L = 32769 (one token past 4 L₀), head_dim 128, base 10000", (32769, 8192, 128)),
             Case("L₀ = 100, L = 1, head_dim 8", (1, 100, 8)),
         ]
     return cases
@@ -321,10 +402,19 @@ def _logn_reference(q: Tensor, k: Tensor, trained_length: int, training: bool = 
 
 
 def _logn_mistake(**knobs: Any) -> Callable[..., Tensor]:
+    if "training" in knobs:   # the flag forced: training=True means no scaling at all
+        forced = knobs.pop("training")
+        return lambda q, k, trained_length, training=False: _logn_variant(q, k, trained_length, forced, **knobs)
     return lambda q, k, trained_length, training=False: _logn_variant(q, k, trained_length, training, **knobs)
 
 
 LOGN_MISTAKES = [
+    Mistake("no_logn_at_inference", "no LogN scaling at inference: the scores are the plain q·kᵀ/√d",
+            "at inference (training=False) every query past the trained length is multiplied by log_{L₀}(p + 1); "
+            "only training=True leaves the scores plain. Check that the flag is not read the wrong way round.",
+            "if not training: q = q * factor[:, None], with factor = log(p + 1) / log(trained_length) where p + 1 > "
+            "trained_length, else 1, for p in arange(S − L, S).",
+            output=_logn_mistake(training=True)),
     Mistake("keys_scaled_too", "the keys are scaled as well as the queries",
             "one factor per query is enough: q·k grows by log_{L₀}(p + 1) once. Scaled on both sides it grows by the "
             "square; Qwen multiplies the queries only.",
@@ -367,9 +457,11 @@ def _logn_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     def qk(batch: int, heads: int, queries: int, keys: int, dim: int, dtype: torch.dtype = torch.float32):
         return random.tensor((batch, heads, queries, dim), dtype), random.tensor((batch, heads, keys, dim), dtype)
 
+    # The first chunk straddles L₀ and its first L positions do too (1-based 1 … 6 against L₀ = 5), so scores left
+    # plain and a chunk numbered from 0 differ there.
     cases = [
-        Case("q [B=2, H=3, L=5, D=4], k [2, 3, S=9, 4] (a chunk at positions 4…8), trained length 6, inference",
-             (*qk(2, 3, 5, 9, 4), 6), {"training": False}),
+        Case("q [B=2, H=3, L=6, D=4], k [2, 3, S=9, 4] (a chunk at positions 3…8), trained length 5, inference",
+             (*qk(2, 3, 6, 9, 4), 5), {"training": False}),
         Case("q, k [B=1, H=2, L=S=11, D=6], trained length 4, float64, inference, gradients",
              (*qk(1, 2, 11, 11, 6, torch.float64), 4), {"training": False}, check_gradients=True),
         Case("q, k [B=2, H=4, L=S=13, D=3], trained length 5, training=True", (*qk(2, 4, 13, 13, 3), 5),
@@ -427,7 +519,11 @@ class LayerWindows:
 
 
 def _normalised(windows: Any) -> Any:
-    """Lists and tuples of ints (numpy and torch integers included) and None compare alike; anything else as is."""
+    """Lists and tuples of ints (numpy and torch integers included) and None compare alike; anything else as is (a
+    generator or map object by its type, so that two calls give equal values and it is named, not taken for
+    randomness)."""
+    if isinstance(windows, Iterator):
+        return ("an iterator", type(windows).__name__)
     if not isinstance(windows, (list, tuple)):
         return ("not a list", repr(windows))
     items = []
@@ -499,6 +595,11 @@ WINDOWS_MISTAKES = [
             "layer has full attention.",
             "if not use_sliding_window: return [None] * n_layers.",
             output=_windows_mistake(ignore_flag=True)),
+    Mistake("returned_iterator", "a generator (or map object) is returned instead of a list",
+            "the model indexes the result per layer (windows[i]) and may read it more than once; a generator has no "
+            "len(), no indexing and is empty after one pass.",
+            "return a list: [... for i in range(n_layers)] with square brackets, or list(map(...)).",
+            detect=lambda got, expected: isinstance(getattr(got, "windows", None), Iterator)),
 ]
 
 
