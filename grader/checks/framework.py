@@ -158,7 +158,7 @@ def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) 
             return f"expected {len(expected)} returned values ({', '.join(names) or '…'}), got {len(got)}"
         pairs = list(zip(expected, got))
     else:
-        if isinstance(got, tuple) and isinstance(expected, Tensor) and got and all(isinstance(g, Tensor) for g in got):
+        if isinstance(got, tuple) and isinstance(expected, Tensor) and got:
             return f"expected one returned value ({', '.join(names) or 'a tensor'}), got a tuple of {len(got)}"
         pairs = [(expected, got)]
     for position, (exp, out) in enumerate(pairs):
@@ -167,6 +167,36 @@ def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) 
         if problem:
             return f"{label}: {problem}"
     return None
+
+
+def _plainly_equal(expected: Any, got: Any) -> bool:
+    """``expected == got`` for plain values; arrays (numpy's) compare as a whole, and anything else without a
+    single truth value is unequal."""
+    try:
+        return bool(got == expected)
+    except (RuntimeError, TypeError, ValueError):
+        pass
+    try:
+        return torch.equal(torch.as_tensor(expected), torch.as_tensor(got))
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
+def _holds_tensors(*values: Any) -> bool:
+    return any(isinstance(item, Tensor) or hasattr(item, "__array__") for value in values for item in value)
+
+
+def _index_difference(expected: Tensor, got: Tensor) -> str:
+    """For short lists of integer indices (``[N]``) or index pairs (``[N, 2]``): which entries are missing or extra."""
+    if expected.dim() != got.dim() or expected.dim() not in (1, 2) or expected.shape[1:] != got.shape[1:] \
+            or max(expected.shape[0], got.shape[0]) > 40:
+        return ""
+    expected_items = [tuple(row) if isinstance(row, list) else row for row in expected.tolist()]
+    got_items = [tuple(row) if isinstance(row, list) else row for row in got.tolist()]
+    missing = [item for item in expected_items if item not in got_items]
+    extra = [item for item in got_items if item not in expected_items]
+    parts = ([f"missing {missing}"] if missing else []) + ([f"not expected {extra}"] if extra else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _describe_one(expected: Any, got: Any) -> str | None:
@@ -179,11 +209,14 @@ def _describe_one(expected: Any, got: Any) -> str | None:
             if abs(got - expected) <= 1e-6 + 1e-5 * abs(expected):
                 return None
             return f"expected {expected:.6g}, got {got:.6g}"
-        return None if got == expected else f"expected {expected!r}, got {got!r}"
+        if isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list)) and _holds_tensors(expected, got):
+            return describe_mismatch(expected, got)
+        return None if _plainly_equal(expected, got) else f"expected {expected!r}, got {got!r}"
     if not isinstance(got, Tensor):
         return _not_a_tensor(got)
     if tuple(got.shape) != tuple(expected.shape):
-        return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+        indices = _index_difference(expected, got) if not (expected.is_floating_point() or got.is_floating_point()) else ""
+        return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}{indices}"
     if expected.dtype == torch.bool or got.dtype == torch.bool:
         if got.dtype != expected.dtype:
             return f"expected dtype {expected.dtype}, got {got.dtype}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -127,14 +128,29 @@ def hint(exercise: "str | Exercise | Callable") -> None:
 
 
 def _clone(values: Sequence[Any], requires_grad: bool) -> list[Any]:
+    """Fresh copies of a case's arguments, so that code changing its inputs in place changes no other run.
+
+    Top-level tensors are cloned (floating ones get ``requires_grad`` when asked); lists and dicts are copied,
+    the objects inside them (parameters with their gradients, for one) are passed as they are.
+    """
     cloned = []
     for value in values:
         if isinstance(value, Tensor):
             value = value.detach().clone()
             if requires_grad and value.is_floating_point():
                 value.requires_grad_(True)
+        elif isinstance(value, (list, dict)):
+            value = _copied_container(value)
         cloned.append(value)
     return cloned
+
+
+def _copied_container(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_copied_container(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _copied_container(item) for key, item in value.items()}
+    return value
 
 
 def _leaves(values: Sequence[Any]) -> list[Tensor]:
@@ -409,6 +425,12 @@ class Exercise:
         except Exception as error:  # the learner's own bug: explain it with the case's inputs
             raise self._error_failure(run, error, args, where, number) from None
         self._refuse_delegation(watcher, number)
+        if isinstance(result, abc.Iterator):
+            raise CheckFailure(
+                f"✘ {self.title} returns {describe_value(result)}, an iterator that can be read only once, on {where}.\n"
+                "Hint: return a list (wrap it in list(...)) or a tensor.",
+                exercise=self.id, mistake_id="iterator_returned", case_number=number,
+            )
         return result
 
     def _refuse_randomness(self, run: _CaseRun, got: Output, where: str, number: int, watcher: DelegationWatch) -> None:
@@ -509,8 +531,17 @@ class Exercise:
         learner_leaves = [leaf for _, leaf in labelled]
         reference_leaves = _leaves(reference_args) + _leaves(list(reference_params.values()))
         upstream_seed = 1000 + number
-        with watcher:
-            got_grads = _grads(got, learner_leaves, upstream_seed)
+        try:
+            with watcher:
+                got_grads = _grads(got, learner_leaves, upstream_seed)
+        except RuntimeError as error:
+            raise CheckFailure(
+                f"✘ {self.title}: the outputs match but the backward pass through your code fails on {where}:\n"
+                f"    {type(error).__name__}: {str(error).splitlines()[0].split(' Hint: ')[0]}\n"
+                "Hint: an in-place operation (x.mul_(…), x += …, out[...] = …) changed a tensor that autograd saved "
+                "for the backward pass; write it out of place (x = x * …).",
+                exercise=self.id, mistake_id="backward_failed", case_number=number,
+            ) from None
         self._refuse_delegation(watcher, number)
         expected_grads = _grads(expected, reference_leaves, upstream_seed)
         for (name, _), g_got, g_exp in zip(labelled, got_grads, expected_grads):
@@ -522,7 +553,7 @@ class Exercise:
                     "Did you detach, use .data, or go through numpy/Python numbers?",
                     exercise=self.id, mistake_id="no_gradient", case_number=number,
                 )
-            problem = describe_mismatch(g_exp, g_got)
+            problem = describe_mismatch(g_exp, g_got, ("gradient",))
             if problem:
                 raise CheckFailure(
                     f"✘ {self.title}: the outputs match but the gradient with respect to {name} differs on {where}:\n"
