@@ -50,3 +50,30 @@ def test_a_linear_layer_built_the_wrong_way_round_is_named() -> None:
     reference = torch.nn.Sequential(torch.nn.Linear(4, 6))
     message = _structure_message(torch.nn.Sequential(torch.nn.Linear(6, 4)), reference)
     assert "maps the wrong way" in message and "nn.Linear(4, 6), not nn.Linear(6, 4)" in message
+
+
+def test_a_weight_of_its_own_stored_transposed_is_named() -> None:
+    class Head(torch.nn.Module):
+        def __init__(self, rows: int, columns: int) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(rows, columns))
+
+    message = _structure_message(Head(8, 11), Head(11, 8))
+    assert "`weight` has its two dimensions swapped: create it with shape [11, 8]" in message
+    assert "use exactly the submodule names" not in message
+
+
+def test_a_parametrized_weight_is_named_as_such_not_as_a_plain_tensor() -> None:
+    class UnitRows(torch.nn.Module):
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight / weight.norm(dim=1, keepdim=True)
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(11, 8))
+
+    learner = Head()
+    torch.nn.utils.parametrize.register_parametrization(learner, "weight", UnitRows())
+    message = _structure_message(learner, Head())
+    assert "registered through torch.nn.utils.parametrize" in message and "plain tensor" not in message

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 __all__ = [
     "CheckFailure",
@@ -346,8 +347,15 @@ def _structure_problems(learner_module: nn.Module, missing: list[str]) -> list[s
         owner = _owner(learner_module, owner_path)
         if owner is None:
             continue
-        value = getattr(owner, attribute, None)
         where = f"{owner_path}.{attribute}" if owner_path else attribute
+        if parametrize.is_parametrized(owner, attribute):
+            sentences.append(
+                f"`{where}` is registered through torch.nn.utils.parametrize, which saves it as "
+                f"`parametrizations.{attribute}.original`: keep a plain nn.Parameter named `{attribute}` and apply "
+                "the transformation in forward."
+            )
+            continue
+        value = getattr(owner, attribute, None)
         if isinstance(value, Tensor) and not isinstance(value, nn.Parameter):
             sentences.append(
                 f"`{where}` is a plain tensor, not an nn.Parameter, so it is neither trained nor saved: "
@@ -391,7 +399,8 @@ def _unexpected_biases(learner_module: nn.Module, reference_module: nn.Module, u
 
 
 def _transposed_linears(learner_module: nn.Module, expected: dict[str, Tensor], got: dict[str, Tensor]) -> list[str]:
-    """A sentence for each ``nn.Linear`` whose weight has the transposed shape: in and out swapped."""
+    """A sentence for each weight matrix stored transposed: an ``nn.Linear`` with in and out swapped, or a
+    parameter of its own created with its dimensions the wrong way round."""
     sentences = []
     for key in sorted(set(expected) & set(got)):
         owner_path, _, attribute = key.rpartition(".")
@@ -403,6 +412,8 @@ def _transposed_linears(learner_module: nn.Module, expected: dict[str, Tensor], 
                 f"`{owner_path}` maps the wrong way: nn.Linear(in, out) stores its weight as [out, in], so it must be "
                 f"nn.Linear({want[1]}, {want[0]}), not nn.Linear({want[0]}, {want[1]})."
             )
+        else:
+            sentences.append(f"`{key}` has its two dimensions swapped: create it with shape {list(want)}.")
     return sentences
 
 
