@@ -101,6 +101,32 @@ def dedup_with_lower(documents, casefold=True):
     return _dedup_by(normalise, documents)
 
 
+def dedup_casefold_then_nfkc(documents, casefold=True):
+    def normalise(doc):
+        text = doc.casefold() if casefold else doc
+        return " ".join(unicodedata.normalize("NFKC", text).split())
+    return _dedup_by(normalise, documents)
+
+
+def dedup_with_tensor_indices(documents, casefold=True):
+    """Indices taken from torch.arange: a list of 0-d tensors."""
+    keys, kept = set(), []
+    for i in torch.arange(len(documents)):
+        text = unicodedata.normalize("NFKC", documents[int(i)])
+        key = " ".join((text.casefold() if casefold else text).split())
+        if key not in keys:
+            keys.add(key)
+            kept.append(i)
+    return kept
+
+
+def dedup_as_numpy_array(documents, casefold=True):
+    keys = [" ".join((unicodedata.normalize("NFKC", d).casefold() if casefold
+                      else unicodedata.normalize("NFKC", d)).split()) for d in documents]
+    _, first = np.unique(np.array(keys, dtype=object), return_index=True)
+    return np.sort(first)
+
+
 def dedup_keeping_last(documents, casefold=True):
     last = {}
     for i, doc in enumerate(documents):
@@ -322,6 +348,57 @@ def lsh_demanding_exact_tiling(signatures, bands, rows):
     return lsh_with_dicts(signatures, bands, rows)
 
 
+def lsh_in_numpy(signatures, bands, rows):
+    """numpy throughout; the [P, 2] array of np.argwhere returned as it is."""
+    sig = signatures.numpy()
+    n, k = sig.shape
+    if bands * rows > k:
+        raise ValueError("not enough entries")
+    blocks = sig[:, :bands * rows].reshape(n, bands, rows)
+    same = (blocks[:, None] == blocks[None, :]).all(axis=-1).any(axis=-1)
+    return np.argwhere(np.triu(same, 1))
+
+
+def lsh_skipping_last_band(signatures, bands, rows):
+    if bands * rows > signatures.shape[1]:
+        raise ValueError("bad bands")
+    pairs = set()
+    for t in range(bands - 1):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[tuple(signatures[i, t * rows:(t + 1) * rows].tolist())].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+def _lsh_keyed(signatures, bands, rows, key):
+    if bands * rows > signatures.shape[1]:
+        raise ValueError("bad bands")
+    pairs = set()
+    for t in range(bands):
+        buckets = defaultdict(list)
+        for i in range(signatures.shape[0]):
+            buckets[key(signatures[i, t * rows:(t + 1) * rows])].append(i)
+        for members in buckets.values():
+            pairs.update(combinations(members, 2))
+    return sorted(pairs)
+
+
+def lsh_keyed_by_sum(signatures, bands, rows):
+    return _lsh_keyed(signatures, bands, rows, lambda band: int(band.sum()))
+
+
+def lsh_keyed_by_frozenset(signatures, bands, rows):
+    return _lsh_keyed(signatures, bands, rows, lambda band: frozenset(band.tolist()))
+
+
+def lsh_refusing_exact_fit(signatures, bands, rows):
+    if bands * rows >= signatures.shape[1]:
+        raise ValueError("bands * rows exceeds the signature")
+    return lsh_with_dicts(signatures, bands, rows)
+
+
 def lsh_without_check(signatures, bands, rows):
     pairs = set()
     for t in range(bands):
@@ -371,6 +448,34 @@ def near_duplicates_band_fraction(signatures, bands, rows, threshold):
     return kept
 
 
+def near_duplicates_over_used_entries(signatures, bands, rows, threshold):
+    used = bands * rows
+    return [(i, j) for i, j in lsh_with_dicts(signatures, bands, rows)
+            if (signatures[i, :used] == signatures[j, :used]).double().mean() >= threshold]
+
+
+def near_duplicates_first_band(signatures, bands, rows, threshold):
+    return [(i, j) for i, j in lsh_with_dicts(signatures, bands, rows)
+            if (signatures[i, :rows] == signatures[j, :rows]).double().mean() >= threshold]
+
+
+def near_duplicates_set_jaccard(signatures, bands, rows, threshold):
+    kept = []
+    for i, j in lsh_with_dicts(signatures, bands, rows):
+        a, b = set(signatures[i].tolist()), set(signatures[j].tolist())
+        if len(a & b) / len(a | b) >= threshold:
+            kept.append((i, j))
+    return kept
+
+
+def near_duplicates_numpy_rows(signatures, bands, rows, threshold):
+    """The verified candidates as a list of numpy rows of np.argwhere."""
+    sig = signatures.numpy()
+    candidates = np.array(lsh_with_dicts(signatures, bands, rows), dtype=np.int64).reshape(-1, 2)
+    estimates = (sig[candidates[:, 0]] == sig[candidates[:, 1]]).mean(axis=1)
+    return list(candidates[estimates >= threshold])
+
+
 def near_duplicates_every_pair(signatures, bands, rows, threshold):
     n = signatures.shape[0]
     return [(i, j) for i, j in combinations(range(n), 2)
@@ -410,6 +515,11 @@ def bands_rows_midpoints_in_numpy(threshold, num_perm, false_positive_weight=0.5
     fp = (1 - (1 - below[None, :] ** r) ** b).mean(axis=1) * threshold
     fn = ((1 - above[None, :] ** r) ** b).mean(axis=1) * (1 - threshold)     # 1 - P(s) = (1 - s^r)^b
     return choices[int(np.argmin(false_positive_weight * fp + false_negative_weight * fn))]
+
+
+def bands_rows_as_numpy_array(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    """The same search; the answer as a numpy array of two int64."""
+    return np.array(bands_rows_with_trapezoids(threshold, num_perm, false_positive_weight, false_negative_weight))
 
 
 def _bands_rows_by(error_of, num_perm, exact=False):
@@ -457,12 +567,32 @@ def bands_rows_s_curve_transposed(threshold, num_perm, false_positive_weight=0.5
     return _bands_rows_by(error, num_perm)
 
 
+def bands_rows_weights_ignored(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    def error(bands, rows):
+        fp, fn = _areas(threshold, bands, rows)
+        return fp + fn
+    return _bands_rows_by(error, num_perm)
+
+
+def bands_rows_strictly_below_budget(threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5):
+    best, best_error = None, float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm + 1):
+            if bands * rows < num_perm:
+                fp, fn = _areas(threshold, bands, rows)
+                error = false_positive_weight * fp + false_negative_weight * fn
+                if error < best_error:
+                    best, best_error = (bands, rows), error
+    return best
+
+
 CORRECT = {
-    "exact_dedup": [dedup_with_sha1, dedup_with_dict_and_regex, dedup_as_tensor],
+    "exact_dedup": [dedup_with_sha1, dedup_with_dict_and_regex, dedup_as_tensor, dedup_with_tensor_indices,
+                    dedup_as_numpy_array],
     "minhash_signature": [signature_broadcast, signature_loop, signature_python_ints],
-    "lsh_candidate_pairs": [lsh_with_dicts, lsh_vectorised, lsh_one_table_keyed_by_band],
-    "near_duplicate_pairs": [near_duplicates_loop, near_duplicates_counting],
-    "optimal_bands_rows": [bands_rows_with_trapezoids, bands_rows_midpoints_in_numpy],
+    "lsh_candidate_pairs": [lsh_with_dicts, lsh_vectorised, lsh_one_table_keyed_by_band, lsh_in_numpy],
+    "near_duplicate_pairs": [near_duplicates_loop, near_duplicates_counting, near_duplicates_numpy_rows],
+    "optimal_bands_rows": [bands_rows_with_trapezoids, bands_rows_midpoints_in_numpy, bands_rows_as_numpy_array],
 }
 
 MISTAKES = {
@@ -474,6 +604,7 @@ MISTAKES = {
         "case_not_folded": dedup_case_kept,
         "case_folded_when_not_asked": dedup_always_folded,
         "lower_not_casefold": dedup_with_lower,
+        "casefold_before_nfkc": dedup_casefold_then_nfkc,
         "keeps_last": dedup_keeping_last,
         "order_lost": dedup_sorted_by_hash,
     },
@@ -496,6 +627,9 @@ MISTAKES = {
         "pairs_repeated": lsh_list_per_band,
         "buckets_shared_across_bands": lsh_one_table,
         "every_band_required": lsh_all_bands,
+        "last_band_skipped": lsh_skipping_last_band,
+        "bucket_key_sum": lsh_keyed_by_sum,
+        "bucket_key_set": lsh_keyed_by_frozenset,
         "not_refused": lsh_without_check,
         "refuses_unused_entries": lsh_demanding_exact_tiling,
     },
@@ -504,11 +638,16 @@ MISTAKES = {
         "strict_threshold": near_duplicates_strict,
         "fraction_of_bands": near_duplicates_band_fraction,
         "every_pair_verified": near_duplicates_every_pair,
+        "used_entries_only": near_duplicates_over_used_entries,
+        "first_band_only": near_duplicates_first_band,
+        "set_jaccard": near_duplicates_set_jaccard,
     },
     "optimal_bands_rows": {
         "exact_tiling_only": bands_rows_divisors_only,
         "weights_swapped": bands_rows_weights_swapped,
         "sides_swapped": bands_rows_wrong_sides,
         "result_swapped": bands_rows_s_curve_transposed,
+        "weights_ignored": bands_rows_weights_ignored,
+        "budget_strict": bands_rows_strictly_below_budget,
     },
 }

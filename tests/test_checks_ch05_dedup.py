@@ -51,6 +51,20 @@ def test_numpy_indices_and_a_tensor_are_accepted() -> None:
     checks.check_exact_dedup(numpy_indices)
 
 
+def test_kept_texts_instead_of_indices_are_named() -> None:
+    def returns_texts(documents, casefold=True):
+        seen, kept = set(), []
+        for document in documents:
+            key = " ".join(unicodedata.normalize("NFKC", document).casefold().split())
+            if key not in seen:
+                seen.add(key)
+                kept.append(document)
+        return kept
+
+    message = failure_message(checks.check_exact_dedup, returns_texts)
+    assert "got a list of str" in message and "torch.Tensor" not in message
+
+
 # ---------------------------------------------------------------------------------------------------
 # minhash_signature
 # ---------------------------------------------------------------------------------------------------
@@ -86,6 +100,15 @@ def test_missing_refusal_names_the_case() -> None:
     assert diagnosed(message, checks.LSH_CANDIDATE_PAIRS.mistake("not_refused").name)
 
 
+def test_refusing_bands_that_use_every_entry_says_so() -> None:
+    from learners_ch05_dedup import lsh_refusing_exact_fit
+
+    message = failure_message(checks.check_lsh_candidate_pairs, lsh_refusing_exact_fit)
+    assert "raised ValueError" in message and "bands=4, rows=3 and signatures of k=12 entries" in message
+    assert "bands × rows = 12 = k is allowed" in message and "got a str" not in message
+    assert diagnosed(message, checks.LSH_CANDIDATE_PAIRS.mistake("refuses_unused_entries").name)
+
+
 def test_pairs_as_a_tensor_in_any_order_are_accepted() -> None:
     def reversed_tensor(signatures, bands, rows):
         return torch.tensor(lsh_with_dicts(signatures, bands, rows)[::-1], dtype=torch.long).reshape(-1, 2)
@@ -102,7 +125,7 @@ def test_a_crash_on_unused_entries_reports_the_inputs() -> None:
 
     message = failure_message(checks.check_lsh_candidate_pairs, reshapes_the_whole_signature)
     assert "raised an error on case 4 of 7" in message
-    assert "signatures [10, 14] int64, bands = 4, rows = 3" in message
+    assert "signatures [16, 14] int64, bands = 4, rows = 3" in message
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,6 +146,17 @@ def test_unverified_and_strict_at_once_name_the_missing_verification() -> None:
 def test_an_empty_answer_gets_no_false_diagnosis() -> None:
     message = failure_message(checks.check_near_duplicate_pairs, lambda signatures, bands, rows, threshold: [])
     assert "Diagnosis" not in message and "expected shape (3, 2), got (0, 2)" in message
+
+
+def test_each_verification_mistake_is_named_on_the_first_case() -> None:
+    """Counting the first bands × rows entries, the first band alone, the sets of values or > instead of ≥ each keep
+    other pairs on case 1 (k = 16 > b·r = 12, a pair exactly at the threshold), so none is taken for another."""
+    from learners_ch05_dedup import MISTAKES
+
+    for mistake_id in ("strict_threshold", "used_entries_only", "first_band_only", "set_jaccard"):
+        message = failure_message(checks.check_near_duplicate_pairs, MISTAKES["near_duplicate_pairs"][mistake_id])
+        assert "case 1 of 4" in message, message
+        assert diagnosed(message, checks.NEAR_DUPLICATE_PAIRS.mistake(mistake_id).name), message
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,4 +183,12 @@ def test_a_coarser_integration_and_other_return_types_are_accepted() -> None:
 
 def test_a_choice_beyond_num_perm_is_reported_as_it_is() -> None:
     message = failure_message(checks.check_optimal_bands_rows, lambda threshold, num_perm, *weights: (20, 20))
-    assert "case 1 of 4" in message and "bands: expected 9, got 20" in message
+    assert "case 1 of 6" in message and "(bands, rows): expected (bands=9, rows=13), got (bands=20, rows=20)" in message
+
+
+def test_ignored_weights_are_not_taken_for_exact_tiling() -> None:
+    from learners_ch05_dedup import bands_rows_weights_ignored
+
+    message = failure_message(checks.check_optimal_bands_rows, bands_rows_weights_ignored)
+    assert "expected (bands=9, rows=7), got (bands=10, rows=6)" in message
+    assert diagnosed(message, checks.OPTIMAL_BANDS_ROWS.mistake("weights_ignored").name)

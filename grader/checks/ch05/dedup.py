@@ -3,7 +3,8 @@ normalisation, the MinHash signature, LSH banding into candidate pairs, verified
 choice of (bands, rows) for a threshold.
 
 The learner's functions return Python lists (indices, pairs); each is turned into an int64 tensor
-(``adapt``) so that a difference is reported as "first difference at index …". Every mistake is the
+(``adapt``) so that a difference is reported as "first difference at index …". Tensors, numpy arrays and
+their scalars (a list of 0-d tensors from ``torch.arange``, ``np.argwhere``'s rows) are accepted alike. Every mistake is the
 reference with one knob turned (a ``*_variant`` below), except the ones recognised by their symptom.
 """
 
@@ -40,12 +41,32 @@ __all__ = [
 P = MERSENNE_PRIME_31
 
 
+def _is_numpy(value: Any) -> bool:
+    """A numpy array or scalar, recognised without importing numpy (the checks need only torch)."""
+    return type(value).__module__ == "numpy" and hasattr(value, "tolist")
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy arrays or scalars (also as the items of a list, tuple or set) as Python lists and
+    numbers, so that a numpy answer or a list of 0-d tensors is compared like a list of ints."""
+    if isinstance(value, Tensor) or _is_numpy(value):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _as_indices(value: Any) -> Any:
     """A list of indices as a 1-D int64 tensor; anything else unchanged, for the message."""
-    if isinstance(value, Tensor):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        return torch.tensor([int(v) for v in value], dtype=torch.int64)
+    plain = _plain(value)
+    if isinstance(plain, (list, tuple)) and all(_is_index(v) for v in plain):
+        return torch.tensor([int(v) for v in plain], dtype=torch.int64)
     return value
 
 
@@ -55,12 +76,14 @@ def _as_indices(value: Any) -> Any:
 
 
 def _normalised(text: str, *, form: str | None = "NFKC", casefold: bool = True, lower: bool = False,
-                whitespace: str = "collapse") -> str:
+                whitespace: str = "collapse", fold_first: bool = False) -> str:
+    if fold_first and casefold:  # the mistaken order: case folded before NFKC
+        text = text.casefold()
     if form is not None:
         text = unicodedata.normalize(form, text)
     if lower:
         text = text.lower()
-    elif casefold:
+    elif casefold and not fold_first:
         text = text.casefold()
     if whitespace == "collapse":
         return " ".join(text.split())
@@ -93,7 +116,15 @@ def _same_indices_other_order(got: Any, expected: Any) -> bool:
 
 
 def _adapt_dedup(learner: Callable[..., Any]) -> Callable[..., Any]:
-    return lambda documents, casefold=True: _as_indices(learner(documents, casefold))
+    def adapted(documents: Sequence[str], casefold: bool = True) -> Any:
+        kept = learner(documents, casefold)
+        if isinstance(kept, (list, tuple)) and kept and all(isinstance(v, str) for v in kept):
+            raise CheckFailure(
+                "✘ exact_dedup must return a list of int indices (the positions of the kept documents), "
+                "got a list of str: the kept texts themselves.\nHint: loop over enumerate(documents) and append i, "
+                "not the document.", exercise="exact_dedup", mistake_id="texts_returned")
+        return _as_indices(kept)
+    return adapted
 
 
 _WORDS = ["river", "lantern", "orchid", "meadow", "copper", "harbor", "willow", "thunder", "pebble", "saffron",
@@ -121,8 +152,10 @@ def _dedup_cases(random: CaseRandom, hidden: bool) -> list[Case]:
              ([a, "  " + a.replace(" ", "  ") + "\n", b, b.replace(" ", "\t", 1), b.replace(" ", "\u3000"), "",
                " \n ", "ab cd " + c, "abcd " + c],),
              {"casefold": True}),
-        Case("letter case: 'Zeta'/'ZETA', 'Straße'/'STRASSE' (casefold maps ß to ss); casefold=True",
-             ([a, a.upper(), "Straße " + b, "STRASSE " + b, "zeta " + c, "Zeta " + c],),
+        Case("letter case: 'Zeta'/'ZETA'/'\U0001d419eta' (a mathematical bold Z, which NFKC makes a Z), "
+             "'Straße'/'STRASSE' (casefold maps ß to ss); casefold=True",
+             ([a, a.upper(), "Straße " + b, "STRASSE " + b, "zeta " + c, "Zeta " + c, "\U0001d419eta " + c,
+               "\U0001d419ETA " + d, "zeta " + d, _full_width(a)],),
              {"casefold": True}),
         Case("casefold=False: documents that differ only in case are all kept",
              ([a, a.upper(), b, "  " + b, b.title(), _full_width(b)],),
@@ -184,6 +217,12 @@ EXACT_DEDUP = register(Exercise(
                 "lower() does not.",
                 "text.casefold(), not text.lower().",
                 output=_dedup(lower=True)),
+        Mistake("casefold_before_nfkc", "casefold() runs before NFKC: a letter NFKC turns into a capital (𝐙 → Z) "
+                "stays capital",
+                "the declared order is NFKC first, then casefold: compatibility forms such as the mathematical "
+                "bold 𝐙 have no case of their own and become an ordinary capital only under NFKC.",
+                "text = unicodedata.normalize('NFKC', text); then if casefold: text = text.casefold().",
+                output=_dedup(fold_first=True)),
         Mistake("keeps_last", "the last occurrence of each duplicate group is kept instead of the first",
                 "the first occurrence stays, the later copies go.",
                 "remember what was seen; keep a document only if its key is not in the seen set yet.",
@@ -344,12 +383,10 @@ REFUSED = "a ValueError (bands × rows > signature length)"
 def _as_pairs(value: Any) -> Any:
     """A list of (i, j) pairs as a ``[P, 2]`` int64 tensor in sorted order (the order is free);
     anything else unchanged, for the message."""
-    if isinstance(value, Tensor):
-        value = value.tolist()
-    if isinstance(value, (list, tuple, set)):
-        pairs = [tuple(p.tolist()) if isinstance(p, Tensor) else p for p in value]
-        if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
-            return torch.tensor(sorted((int(i), int(j)) for i, j in pairs), dtype=torch.int64).reshape(-1, 2)
+    pairs = _plain(value)
+    if isinstance(pairs, (list, tuple)) and all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_index(i) for i in p) for p in pairs):
+        return torch.tensor(sorted((int(i), int(j)) for i, j in pairs), dtype=torch.int64).reshape(-1, 2)
     return value
 
 
@@ -358,6 +395,27 @@ def _refusing(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return _as_pairs(function(signatures, bands, rows))
         except ValueError:
+            return REFUSED
+    return run
+
+
+def _adapt_lsh(learner: Callable[..., Any]) -> Callable[..., Any]:
+    """The learner's pairs as ``_refusing`` gives them; a ValueError where bands × rows ≤ k is explained here,
+    with the numbers (the sentinel string would read as "got a str")."""
+
+    def run(signatures: Tensor, bands: int, rows: int) -> Any:
+        try:
+            return _as_pairs(learner(signatures, bands, rows))
+        except ValueError as error:
+            k = signatures.shape[1]
+            if isinstance(bands, int) and isinstance(rows, int) and bands * rows <= k:
+                mistake = LSH_CANDIDATE_PAIRS.mistake("refuses_unused_entries")
+                raise CheckFailure(
+                    f"✘ lsh_candidate_pairs raised ValueError({str(error)!r}) for bands={bands}, rows={rows} and "
+                    f"signatures of k={k} entries: bands × rows = {bands * rows} "
+                    f"{'=' if bands * rows == k else '<'} k is allowed; only bands × rows > k is an error.\n"
+                    f"Diagnosis: {mistake.name}.\nIdea: {mistake.idea}\nHint: {mistake.hint}",
+                    exercise="lsh_candidate_pairs", mistake_id=mistake.id) from None
             return REFUSED
     return run
 
@@ -374,10 +432,17 @@ def _bands(signatures: Tensor, bands: int, rows: int, layout: str) -> list[Tenso
 
 def _lsh_variant(signatures: Tensor, bands: int, rows: int, *, refuse: bool = True, layout: str = "contiguous",
                  self_pairs: bool = False, both_orders: bool = False, once: bool = True,
-                 shared_buckets: bool = False, every_band: bool = False) -> list[tuple[int, int]]:
+                 shared_buckets: bool = False, every_band: bool = False, skip_last: bool = False,
+                 key: str = "tuple") -> list[tuple[int, int]]:
     if refuse and bands * rows > signatures.shape[1]:
         raise ValueError("bands × rows > signature length")
     parts = _bands(signatures, bands, rows, layout)
+    if skip_last:
+        parts = parts[:-1]
+    if key == "sum":
+        parts = [part.sum(dim=1, keepdim=True) for part in parts]
+    elif key == "set":
+        parts = [part.sort(dim=1).values for part in parts]
     n = signatures.shape[0]
     pairs = []
     for i in range(n):
@@ -419,10 +484,12 @@ def _planted_signatures(random: CaseRandom, bands: int, rows: int) -> Tensor:
     5's band 2 equals 6's band 0 (the same values in different bands: not a candidate);
     7 agrees with 0 on columns 0, bands, 2·bands, … (a strided band, not a contiguous one);
     8 ~ 9: columns bands … 2·bands − 1 equal (a block of ``bands`` entries, which no band covers when
-    bands = 4, rows = 3).
+    bands = 4, rows = 3); 10 ~ 11: the last band equal, and columns 1 … rows (no band);
+    12 and 13: band 1 holds the same values in another order (not a candidate: a band is a sequence);
+    14 and 15: band 0 has the same sum, not the same values (not a candidate).
     """
     k = bands * rows
-    s = _fresh_signatures(random, 10, k)
+    s = _fresh_signatures(random, 16, k)
     band = lambda t: slice(t * rows, (t + 1) * rows)  # noqa: E731
     s[1, band(0)] = s[0, band(0)]
     s[2, band(1)] = s[0, band(1)]
@@ -431,17 +498,24 @@ def _planted_signatures(random: CaseRandom, bands: int, rows: int) -> Tensor:
     s[5, band(2)] = s[6, band(0)]
     s[7, 0::bands] = s[0, 0::bands]
     s[9, bands : 2 * bands] = s[8, bands : 2 * bands]
+    s[11, band(bands - 1)] = s[10, band(bands - 1)]
+    s[11, 1 : 1 + rows] = s[10, 1 : 1 + rows]  # a window overlapping bands 0 and 1, which only sliding bands see
+    s[13, band(1)] = s[12, band(1)].flip(0)
+    s[15, band(0)] = s[14, band(0)]
+    s[15, 0] += 1
+    s[15, 1] -= 1
     return s
 
 
 def _lsh_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     four_by_three = _planted_signatures(random, 4, 3)
     cases = [
-        Case("signatures [N=10, k=12], bands=4, rows=3, with planted shared bands", (four_by_three, 4, 3)),
-        Case("signatures [N=10, k=15], bands=5, rows=3", (_planted_signatures(random, 5, 3), 5, 3)),
-        Case("signatures [N=10, k=12], bands=3, rows=4", (_planted_signatures(random, 3, 4), 3, 4)),
-        Case("signatures [N=10, k=14], bands=4, rows=3: the last 2 entries are not used",
-             (torch.cat([four_by_three, _fresh_signatures(random, 10, 2)], dim=1), 4, 3)),
+        Case("signatures [N=16, k=12], bands=4, rows=3, with planted shared bands (one pair shares only the last band; "
+             "one band holds another's values in another order, one has the same sum)", (four_by_three, 4, 3)),
+        Case("signatures [N=16, k=15], bands=5, rows=3", (_planted_signatures(random, 5, 3), 5, 3)),
+        Case("signatures [N=16, k=12], bands=3, rows=4", (_planted_signatures(random, 3, 4), 3, 4)),
+        Case("signatures [N=16, k=14], bands=4, rows=3: the last 2 entries are not used",
+             (torch.cat([four_by_three, _fresh_signatures(random, 16, 2)], dim=1), 4, 3)),
         Case("bands=5, rows=3 but k=12: must raise a ValueError", (four_by_three, 5, 3)),
         Case("three identical documents [N=3, k=10], bands=2, rows=5: every pair once",
              (_fresh_signatures(random, 1, 10).expand(3, 10).clone(), 2, 5)),
@@ -464,7 +538,7 @@ LSH_CANDIDATE_PAIRS = register(Exercise(
     title="lsh_candidate_pairs",
     syllabus=("L17",),
     reference=_lsh_reference,
-    adapt=_refusing,
+    adapt=_adapt_lsh,
     cases=_lsh_cases,
     mistakes=[
         Mistake("strided_bands", "the bands are strided (columns t, t + bands, …) instead of contiguous blocks",
@@ -500,12 +574,25 @@ LSH_CANDIDATE_PAIRS = register(Exercise(
                 "one equal band is enough; requiring all of them finds only identical signatures.",
                 "add the pair when any band's bucket holds both documents.",
                 output=_lsh(every_band=True)),
+        Mistake("last_band_skipped", "the last band is skipped: range(bands - 1) instead of range(bands)",
+                "every one of the b bands gets its buckets; a pair that shares only the last band is a candidate too.",
+                "for t in range(bands): band = signatures[:, t * rows:(t + 1) * rows].",
+                output=_lsh(skip_last=True)),
+        Mistake("bucket_key_sum", "the bucket key is the sum of the band's values, not the values themselves",
+                "two bands collide only when all their rows are equal; different values can have the same sum.",
+                "key = tuple(band[i].tolist()): the whole sequence of values.",
+                output=_lsh(key="sum")),
+        Mistake("bucket_key_set", "the bucket key is the set of the band's values: their order is lost",
+                "a band is a sequence: row j of one signature is compared with row j of the other (entry j is "
+                "the minimum under permutation j), so the same values in another order are not a match.",
+                "key = tuple(band[i].tolist()), not frozenset(...) or sorted(...).",
+                output=_lsh(key="set")),
         Mistake("not_refused", "bands × rows > signature length is not refused",
                 "when the bands need more entries than the signature has, the last bands come out short or "
                 "empty (and every pair shares an empty band); say so instead.",
                 "if bands * rows > signatures.shape[1]: raise ValueError(...).",
                 detect=_not_refused),
-        Mistake("refuses_unused_entries", "bands × rows < signature length is refused",
+        Mistake("refuses_unused_entries", "bands × rows ≤ signature length is refused (only more than k is an error)",
                 "the bands may use fewer entries than the signature has (datasketch's best (b, r) for 128 "
                 "permutations at threshold 0.8 is (9, 13), 117 entries): only more than k is an error.",
                 "raise only if bands * rows > signatures.shape[1]; band t is signatures[:, t*rows:(t+1)*rows].",
@@ -536,7 +623,15 @@ def _near_variant(signatures: Tensor, bands: int, rows: int, threshold: float, *
         if verify == "none":
             kept.append((i, j))
             continue
-        if verify == "bands":
+        if verify == "sets":  # the Jaccard similarity of the sets of signature values
+            a, b = set(signatures[i].tolist()), set(signatures[j].tolist())
+            estimate = len(a & b) / len(a | b)
+        elif verify == "used":
+            used = bands * rows
+            estimate = (signatures[i, :used] == signatures[j, :used]).double().mean().item()
+        elif verify == "first_band":
+            estimate = (signatures[i, :rows] == signatures[j, :rows]).double().mean().item()
+        elif verify == "bands":
             used = bands * rows
             equal = signatures[i, :used].view(bands, rows) == signatures[j, :used].view(bands, rows)
             estimate = equal.all(dim=1).double().mean().item()
@@ -561,14 +656,16 @@ def _verification_signatures(random: CaseRandom) -> Tensor:
 
     0 ~ 1: band 0 equal, 9 of 12 entries (0.75); 0 ~ 2: band 1 equal, 6 of 12 (0.5, the threshold);
     3 ~ 4: band 2 equal and nothing else, 4 of 12 (0.33); 5 ~ 6: 9 of 12 equal but no band whole (not a candidate);
-    7 ~ 8: bands 0 and 1 equal, 8 of 12 (0.67, and 2 of 3 bands).
+    7 ~ 8: bands 0 and 1 equal, 8 of 12 (0.67, and 2 of 3 bands); 9 ~ 10: band 0 equal and nothing else, 4 of 12
+    (0.33, but 1 over the first band alone).
     """
-    s = _fresh_signatures(random, 9, 12)
+    s = _fresh_signatures(random, 11, 12)
     s[1, [0, 1, 2, 3, 4, 5, 8, 9, 10]] = s[0, [0, 1, 2, 3, 4, 5, 8, 9, 10]]
     s[2, [4, 5, 6, 7, 0, 11]] = s[0, [4, 5, 6, 7, 0, 11]]
     s[4, 8:12] = s[3, 8:12]
     s[6, [0, 1, 2, 4, 5, 6, 8, 9, 10]] = s[5, [0, 1, 2, 4, 5, 6, 8, 9, 10]]
     s[8, :8] = s[7, :8]
+    s[10, :4] = s[9, :4]
     return s
 
 
@@ -576,8 +673,17 @@ def _near_cases(random: CaseRandom, hidden: bool) -> list[Case]:
     # Thresholds are fractions with a power-of-two denominator: an estimate equal to one is exact in float32,
     # float64 and as a count (equal ≥ threshold·k), so every correct spelling agrees on the ties.
     planted = _verification_signatures(random)
+    # 4 more entries (values apart from the first 12): 0 ~ 1 share 2 of them (11 of 16), 3 ~ 4 all 4 (8 of 16, the
+    # threshold, though 4 of the 12 used ones), 7 ~ 8 one (9 of 16); each verification mistake keeps other pairs here.
+    extra = _fresh_signatures(random, planted.shape[0], 4) + 10**6
+    extra[1, :2] = extra[0, :2]
+    extra[4] = extra[3]
+    extra[8, :1] = extra[7, :1]
+    longer = torch.cat([planted, extra], dim=1)
     cases = [
-        Case("signatures [N=9, k=12], bands=3, rows=4, threshold=0.5 (one pair exactly at 0.5)", (planted, 3, 4, 0.5)),
+        Case("signatures [N=11, k=16], bands=3, rows=4 (4 entries no band uses: the estimate still counts them), "
+             "threshold=0.5 (one pair exactly at 8 of 16)", (longer, 3, 4, 0.5)),
+        Case("signatures [N=11, k=12], bands=3, rows=4, threshold=0.5 (one pair exactly at 0.5)", (planted, 3, 4, 0.5)),
         Case("the same signatures, threshold=0.625", (planted, 3, 4, 0.625)),
         Case("signatures [N=5, k=8] of values in {0, 1}, bands=4, rows=2, threshold=0.625",
              (torch.randint(0, 2, (5, 8), generator=random.generator, dtype=torch.int64), 4, 2, 0.625)),
@@ -614,6 +720,22 @@ NEAR_DUPLICATE_PAIRS = register(Exercise(
                 "is equal only when all its rows are, which is a much rarer event.",
                 "(signatures[i] == signatures[j]).double().mean(), over all k entries.",
                 output=_near(verify="bands")),
+        Mistake("used_entries_only", "the estimate counts only the first bands × rows entries, not all k",
+                "the bands may leave entries unused, but the estimate of the Jaccard similarity is the fraction of "
+                "equal entries over the whole signature: more entries, a better estimate.",
+                "(signatures[i] == signatures[j]).double().mean(), over all k = signatures.shape[1] entries.",
+                output=_near(verify="used")),
+        Mistake("first_band_only", "the estimate compares only the first band's rows entries",
+                "the first band is one of b; the estimate is the fraction of equal entries over all k of them.",
+                "(signatures[i] == signatures[j]).double().mean(), not signatures[i, :rows] == signatures[j, :rows].",
+                output=_near(verify="first_band")),
+        Mistake("set_jaccard", "the Jaccard similarity of the two sets of signature values is computed instead of "
+                "the fraction of equal entries",
+                "entry m of a signature is the minimum under permutation m: compare the signatures position by "
+                "position; the fraction of positions that agree estimates the Jaccard similarity of the documents. "
+                "The sets of values forget the positions and give another number (9 equal of 12 is 9/15 as sets).",
+                "(signatures[i] == signatures[j]).double().mean(), not len(a & b) / len(a | b).",
+                output=_near(verify="sets")),
         Mistake("every_pair_verified", "every pair is verified, not only the LSH candidates",
                 "LSH exists to avoid the N²/2 comparisons: verify the candidate pairs only (those that share a band), "
                 "and accept that LSH misses a few pairs above the threshold (its false negatives).",
@@ -643,13 +765,16 @@ about this level, so a learner's other choice of a tie is replaced by the refere
 def _bands_rows_variant(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                         false_negative_weight: float = 0.5, *, exact_tiling: bool = False,
                         weights_swapped: bool = False, sides_swapped: bool = False,
-                        result_swapped: bool = False) -> tuple[int, int]:
+                        result_swapped: bool = False, weights_ignored: bool = False,
+                        strict_budget: bool = False) -> tuple[int, int]:
     fp_weight, fn_weight = ((false_negative_weight, false_positive_weight) if weights_swapped
                             else (false_positive_weight, false_negative_weight))
+    if weights_ignored:
+        fp_weight = fn_weight = 0.5
     best, best_error = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            if exact_tiling and bands * rows != num_perm:
+            if exact_tiling and bands * rows != num_perm or strict_budget and bands * rows >= num_perm:
                 continue
             if sides_swapped:  # the positives counted above the threshold, the negatives below it
                 error = (fp_weight * (1 - threshold - reference_dedup.weighted_lsh_error(threshold, bands, rows, 0, 1))
@@ -664,34 +789,47 @@ def _bands_rows_variant(threshold: float, num_perm: int, false_positive_weight: 
 _best_bands_rows = lru_cache(maxsize=None)(_bands_rows_variant)
 
 
+class BandsRows:
+    """A (bands, rows) choice compared as one value, so that a failure shows both numbers, expected and received."""
+
+    def __init__(self, bands: int, rows: int) -> None:
+        self.bands, self.rows = int(bands), int(rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BandsRows) and (self.bands, self.rows) == (other.bands, other.rows)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"(bands={self.bands}, rows={self.rows})"
+
+
 def _bands_rows_reference(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
-                          false_negative_weight: float = 0.5) -> tuple[int, int]:
-    return _best_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight)
+                          false_negative_weight: float = 0.5) -> BandsRows:
+    return BandsRows(*_best_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight))
 
 
-def _bands_rows(**knobs: Any) -> Callable[..., tuple[int, int]]:
-    return lambda threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5: _bands_rows_variant(
-        threshold, num_perm, false_positive_weight, false_negative_weight, **knobs)
+def _bands_rows(**knobs: Any) -> Callable[..., BandsRows]:
+    return lambda threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5: BandsRows(
+        *_bands_rows_variant(threshold, num_perm, false_positive_weight, false_negative_weight, **knobs))
 
 
 def _adapt_bands_rows(learner: Callable[..., Any]) -> Callable[..., Any]:
     def adapted(threshold: float, num_perm: int, false_positive_weight: float = 0.5,
                 false_negative_weight: float = 0.5) -> Any:
-        got = learner(threshold, num_perm, false_positive_weight, false_negative_weight)
-        if isinstance(got, Tensor):
-            got = got.tolist()
-        if not (isinstance(got, (tuple, list)) and len(got) == 2
-                and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in got)):
-            return got
+        answer = learner(threshold, num_perm, false_positive_weight, false_negative_weight)
+        got = _plain(answer)
+        if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(_is_index(v) for v in got)):
+            return answer
         bands, rows = int(got[0]), int(got[1])
         if bands < 1 or rows < 1 or bands * rows > num_perm:
-            return bands, rows
+            return BandsRows(bands, rows)
         best = _best_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight)
         weights = (false_positive_weight, false_negative_weight)
         best_error = reference_dedup.weighted_lsh_error(threshold, *best, *weights)
         if reference_dedup.weighted_lsh_error(threshold, bands, rows, *weights) <= best_error + NEAR_TIE:
-            return best
-        return bands, rows
+            return BandsRows(*best)
+        return BandsRows(bands, rows)
     return adapted
 
 
@@ -700,6 +838,8 @@ def _bands_rows_cases(random: CaseRandom, hidden: bool) -> list[Case]:
         Case("threshold=0.8, num_perm=128 (datasketch: b=9, r=13)", (0.8, 128)),
         Case("threshold=0.5, num_perm=128", (0.5, 128)),
         Case("threshold=0.9, num_perm=128", (0.9, 128)),
+        Case("threshold=0.5, num_perm=32 (the best choice uses all 32 entries)", (0.5, 32)),
+        Case("threshold=0.6, num_perm=64, false_positive_weight=0.7, false_negative_weight=0.3", (0.6, 64, 0.7, 0.3)),
         Case("threshold=0.7, num_perm=64, false_positive_weight=0.3, false_negative_weight=0.7", (0.7, 64, 0.3, 0.7)),
     ]
     if hidden:
@@ -737,11 +877,20 @@ OPTIMAL_BANDS_ROWS = register(Exercise(
                 "the S-curve of b bands of r rows is 1 − (1 − s^r)^b: return the number of bands first.",
                 "return bands, rows — and check that P(s) = 1 - (1 - s**rows)**bands.",
                 output=_bands_rows(result_swapped=True)),
+        Mistake("weights_ignored", "the weights are ignored: both areas count the same",
+                "false_positive_weight and false_negative_weight say which error costs more (a lost near-duplicate, "
+                "or a wasted comparison); with other weights than 0.5 and 0.5 the best choice moves.",
+                "error = false_positive_weight * fp_area + false_negative_weight * fn_area.",
+                output=_bands_rows(weights_ignored=True)),
+        Mistake("budget_strict", "bands × rows < num_perm is required: the choices that use every entry are skipped",
+                "a choice may use all num_perm entries: bands × rows ≤ num_perm.",
+                "for rows in range(1, num_perm // bands + 1) (or the condition bands * rows <= num_perm).",
+                output=_bands_rows(strict_budget=True)),
     ],
     forbidden={reference_dedup.optimal_bands_rows: "llmcore.data.dedup.optimal_bands_rows"},
     delegation=lambda threshold, num_perm, false_positive_weight=0.5, false_negative_weight=0.5:
         reference_dedup.optimal_bands_rows(threshold, num_perm, false_positive_weight, false_negative_weight),
-    output_names=("bands", "rows"),
+    output_names=("(bands, rows)",),
     fallback_hint="for every bands, rows with bands * rows <= num_perm: P = lambda s: 1 - (1 - s**rows)**bands; "
                   "error = w_fp * ∫₀ᵗ P + w_fn * ∫ₜ¹ (1 − P) (torch.trapezoid on a fine grid); keep the smallest.",
 ))
