@@ -26,7 +26,8 @@ A, T, M = adv.ARITHMETIC, adv.TEXT, adv.MASKS
 POINTS = {
     A: {"add_check": 1, "add_hidden": 2, "mul_check": 1, "mul_hidden": 3},
     T: {"shout_check": 2, "shout_hidden": 3},
-    M: {"causal_mask_mod_check": 2, "causal_mask_mod_hidden": 1, "swiglu_hidden_size_check": 1, "swiglu_hidden_size_hidden": 1},
+    M: {"causal_mask_mod_check": 2, "causal_mask_mod_hidden": 1, "swiglu_hidden_size_check": 1, "swiglu_hidden_size_hidden": 1,
+        "alibi_slopes_check": 1, "alibi_slopes_hidden": 1},
 }
 LIMITS = ["--cell-timeout", 4, "--notebook-timeout", 20, "--memory-mb", 2048, "--max-output-kb", 256]
 CORRECT = {
@@ -35,6 +36,7 @@ CORRECT = {
     "shout": 'def shout(text):\n    return text.upper() + "!"',
     "causal_mask_mod": "def causal_mask_mod(b, h, q_idx, kv_idx):\n    return kv_idx <= q_idx",
     "swiglu_hidden_size": f"def swiglu_hidden_size(d_model, multiple_of=256, multiplier=None):\n    {adv.SWIGLU_HIDDEN_SIZE}",
+    "alibi_slopes": f"def alibi_slopes(n_heads):\n    {adv.ALIBI_SLOPES}",
 }
 ALL = ...  # every test cell of the notebook fails
 
@@ -95,7 +97,8 @@ def _cases(release, source):
         "reference_called": {A: complete(A), M: edited(M, causal_mask_mod="causal_mask_mod = llmcore.causal_mask")},
         "reference_called_ch05": {
             A: complete(A),
-            M: edited(M, swiglu_hidden_size="from llmcore.ffn import gated_hidden_size as swiglu_hidden_size"),
+            M: edited(M, swiglu_hidden_size="from llmcore.ffn import gated_hidden_size as swiglu_hidden_size",
+                      alibi_slopes="from llmcore.alibi import alibi_slopes"),
         },
         "monkeypatch_check": {
             A: complete(A),
@@ -151,7 +154,8 @@ EXPECTED = {
     },
     "reference_called_ch05": {
         A: ("graded", [], set()),
-        M: ("graded", ["swiglu_hidden_size_check", "swiglu_hidden_size_hidden"], {"reference_called"}),
+        M: ("graded", ["swiglu_hidden_size_check", "swiglu_hidden_size_hidden", "alibi_slopes_check", "alibi_slopes_hidden"],
+            {"reference_called"}),
     },
     "monkeypatch_check": {A: ("graded", [], set()), M: ("tampered", ALL, {"checks_modified"})},
     "monkeypatch_framework": {A: ("graded", [], set()), M: ("tampered", ALL, {"checks_modified"})},

@@ -197,7 +197,9 @@ CHAPTERS = find_chapters(SOLUTIONS)
 # submissions (a partial copy would double their share of the suite for no new path).
 TRAINING_NOTEBOOKS = {
     "ch01_transformer": {"03_training.ipynb"},
-    "ch05_llama_family": {"02_rope_and_long_context.ipynb"},
+    "ch05_llama_family": {
+        "02_rope_and_long_context.ipynb", "05_qwen.ipynb", "06_glm_chatglm.ipynb", "07_alibi_baichuan_bloom.ipynb",
+    },
 }
 CHAPTER_NOTEBOOKS = [(chapter, path.name) for chapter in CHAPTERS for path in sorted((SOLUTIONS / chapter).glob("*.ipynb"))]
 PARTIAL_NOTEBOOKS = [(c, n) for c, n in CHAPTER_NOTEBOOKS if n not in TRAINING_NOTEBOOKS.get(c, set())]
