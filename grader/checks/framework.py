@@ -30,6 +30,7 @@ __all__ = [
     "as_items",
     "has_non_finite",
     "non_finite_where_expected_is_finite",
+    "is_numpy",
 ]
 
 Output = Any  # a Tensor, a number, or a tuple/list of them
@@ -168,6 +169,11 @@ def describe_mismatch(expected: Output, got: Output, names: Sequence[str] = ()) 
         if problem:
             return f"{label}: {problem}"
     return None
+
+
+def is_numpy(value: Any) -> bool:
+    """A numpy array or scalar, recognised without importing numpy (the checks need only torch)."""
+    return type(value).__module__ == "numpy" and hasattr(value, "tolist")
 
 
 def _plainly_equal(expected: Any, got: Any) -> bool:

@@ -26,7 +26,7 @@ from llmcore import losses as reference_losses
 from llmcore.models import NormHead as LibraryNormHead
 
 from ..cases import CaseRandom
-from ..framework import Case, Mistake
+from ..framework import Case, Mistake, is_numpy
 from ..spec import Exercise, ModuleExercise, register
 
 __all__ = [
@@ -45,23 +45,18 @@ __all__ = [
 # ALiBi slopes for any number of heads: alibi_slopes(n_heads) -> [n_heads]
 # --------------------------------------------------------------------------------------------------
 
-def _is_numpy_array(value: Any) -> bool:
-    """A numpy array, recognised without importing numpy (the checks need only torch)."""
-    return type(value).__name__ == "ndarray" and type(value).__module__ == "numpy"
-
-
 def _as_float32(learner: Callable[[int], Any]) -> Callable[[int], Any]:
     """Slopes computed in float64 or returned as a list are fine: compare them as float32 tensors."""
 
     def slopes(n_heads: int) -> Any:
         result = learner(n_heads)
-        if _is_numpy_array(result) and result.dtype.kind in "fiu":
+        if is_numpy(result) and result.dtype.kind in "fiu":
             return torch.as_tensor(result).to(torch.float32)
         if isinstance(result, Tensor) and result.is_floating_point():
             return result.float()
         if isinstance(result, (list, tuple)) and all(
                 isinstance(s, numbers.Real) and not isinstance(s, bool)
-                or (isinstance(s, Tensor) or _is_numpy_array(s)) and s.ndim == 0 for s in result):
+                or (isinstance(s, Tensor) or is_numpy(s)) and s.ndim == 0 for s in result):
             return torch.tensor([float(s) for s in result], dtype=torch.float32)
         return result
 

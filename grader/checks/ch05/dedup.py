@@ -22,7 +22,7 @@ from llmcore.data import dedup as reference_dedup
 from llmcore.data.dedup import MERSENNE_PRIME_31
 
 from ..cases import CaseRandom
-from ..framework import Case, CheckFailure, Mistake
+from ..framework import Case, CheckFailure, Mistake, is_numpy
 from ..spec import Exercise, register
 
 __all__ = [
@@ -41,15 +41,10 @@ __all__ = [
 P = MERSENNE_PRIME_31
 
 
-def _is_numpy(value: Any) -> bool:
-    """A numpy array or scalar, recognised without importing numpy (the checks need only torch)."""
-    return type(value).__module__ == "numpy" and hasattr(value, "tolist")
-
-
 def _plain(value: Any) -> Any:
     """Tensors and numpy arrays or scalars (also as the items of a list, tuple or set) as Python lists and
     numbers, so that a numpy answer or a list of 0-d tensors is compared like a list of ints."""
-    if isinstance(value, Tensor) or _is_numpy(value):
+    if isinstance(value, Tensor) or is_numpy(value):
         return value.tolist()
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
