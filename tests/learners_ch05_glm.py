@@ -111,8 +111,9 @@ def infilling_multinomial_sentinel(tokens, spans, mask_id, start_id, end_id, gen
 
 
 def _infilling_with(tokens, spans, mask_id, start_id, end_id, generator, *, positions="mask", block_start=1,
-                    copy_inputs=False, with_start=True, mask_each_token=False, shuffle=True):
-    """A learner's function written once; each mistake below flips what that learner got wrong."""
+                    copy_inputs=False, with_start=True, mask_each_token=False, shuffle=True, order=None):
+    """A learner's function written once; each mistake below flips what that learner got wrong. ``order`` fixes
+    the Part B order instead of drawing it (for tests of the order check)."""
     ids = tokens.tolist()
     part_a, mask_at, cursor = [], [], 0
     for start, end in spans:
@@ -121,7 +122,8 @@ def _infilling_with(tokens, spans, mask_id, start_id, end_id, generator, *, posi
         part_a += [mask_id] * (end - start) if mask_each_token else [mask_id]
         cursor = end
     part_a += ids[cursor:]
-    order = torch.randperm(len(spans), generator=generator).tolist() if shuffle else list(range(len(spans)))
+    if order is None:
+        order = torch.randperm(len(spans), generator=generator).tolist() if shuffle else list(range(len(spans)))
     inputs, targets = list(part_a), [-100] * len(part_a)
     pos, blocks = list(range(len(part_a))), [0] * len(part_a)
     for k, number in enumerate(order):

@@ -34,24 +34,7 @@ def _python_random_order(tokens, spans, mask_id, start_id, end_id, generator):
 
 def _ordered(tokens, spans, mask_id, start_id, end_id, order):
     """Blank infilling with the Part B order given."""
-    ids = tokens.tolist()
-    part_a, mask_at, cursor = [], [], 0
-    for start, end in spans:
-        part_a += ids[cursor:start]
-        mask_at.append(len(part_a))
-        part_a.append(mask_id)
-        cursor = end
-    part_a += ids[cursor:]
-    inputs, targets = list(part_a), [-100] * len(part_a)
-    positions, blocks = list(range(len(part_a))), [0] * len(part_a)
-    for number in order:
-        start, end = spans[number]
-        span = ids[start:end]
-        inputs += [start_id, *span]
-        targets += [*span, end_id]
-        positions += [mask_at[number]] * (len(span) + 1)
-        blocks += list(range(1, len(span) + 2))
-    return (torch.tensor(inputs), torch.tensor(targets), torch.tensor(positions), torch.tensor(blocks), len(part_a))
+    return _infilling_with(tokens, spans, mask_id, start_id, end_id, None, order=order)
 
 
 def test_a_shuffle_that_ignores_the_generator_is_named():

@@ -1,37 +1,14 @@
-"""llmcore.models.NormHead against Baichuan 2's released head (``modeling_baichuan.py``, transcribed below as
-the oracle; Baichuan's remote code is not installed): the same logits and weight gradient in training, the
-same logits in evaluation, and the one difference llmcore declares: it never overwrites its weight.
+"""llmcore.models.NormHead against Baichuan 2's released head (``modeling_baichuan.py``, transcribed as
+``learners_ch05_alibi_baichuan.NormHead``, the oracle here; Baichuan's remote code is not installed): the same
+logits and weight gradient in training, the same logits in evaluation, and the one difference llmcore declares:
+it never overwrites its weight.
 """
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
+from learners_ch05_alibi_baichuan import NormHead as BaichuanNormHead
 from llmcore.models import NormHead
-
-
-class BaichuanNormHead(nn.Module):
-    """Baichuan2-13B-Base/modeling_baichuan.py, class NormHead (2023), as released."""
-
-    def __init__(self, hidden_size, vocab_size, bias=False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty((vocab_size, hidden_size)))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.first_flag = True
-
-    def forward(self, hidden_states):
-        if self.training:
-            norm_weight = nn.functional.normalize(self.weight)
-            self.first_flag = True
-        elif self.first_flag:
-            self.first_flag = False
-            self.weight.data = nn.functional.normalize(self.weight)
-            norm_weight = self.weight
-        else:
-            norm_weight = self.weight
-        return nn.functional.linear(hidden_states, norm_weight)
 
 
 def _pair(vocab=11, hidden=6):
